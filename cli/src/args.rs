@@ -1,0 +1,249 @@
+//! Every command line `safehand` accepts, in one place. Each subcommand's behaviour lives in
+//! `cmd/<name>.rs` with its own `run()`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Safehand: encrypted USB payloads, verified wiping and certificates of erasure.
+#[derive(Debug, Parser)]
+#[command(name = "safehand", version, about, long_about = None)]
+#[command(after_help = "Exit codes: 0 success; 1 failure (the message says what to do); 2 bad usage.\n\
+`safehand wipe` exits 0 only when the result is ERASED (see `safehand wipe --help`).")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Encrypt one file (or stdin) in the age format, like `age -e`.
+    #[command(after_help = "Examples:\n  safehand encrypt -r age1... -o report.pdf.age report.pdf\n  \
+safehand encrypt -p --generate -o notes.age notes.txt\n  tar c folder | safehand encrypt -R team.txt > folder.tar.age")]
+    Encrypt(EncryptArgs),
+    /// Decrypt one age file (or stdin), like `age -d`.
+    #[command(after_help = "Examples:\n  safehand decrypt -i key.txt -o report.pdf report.pdf.age\n  \
+safehand decrypt notes.age            (asks for the passphrase)")]
+    Decrypt(DecryptArgs),
+    /// Seal files and folders into one encrypted payload (age + tar), e.g. onto a USB stick.
+    #[command(after_help = "Examples:\n  safehand seal -p --generate -o /media/usb/pupils.age pupils/ consent.pdf\n  \
+safehand seal -r age1... -o payload.age folder/\n\
+Anyone without Safehand can open it with: age -d payload.age | tar x")]
+    Seal(SealArgs),
+    /// Extract a sealed payload safely into a folder.
+    #[command(after_help = "Examples:\n  safehand open /media/usb/pupils.age -C ~/received\n  \
+safehand open -i key.txt payload.age")]
+    Open(OpenArgs),
+    /// List a sealed payload's entries (names, sizes, times) without writing anything.
+    #[command(after_help = "Example:\n  safehand list /media/usb/pupils.age")]
+    List(ReadPayloadArgs),
+    /// Check that a whole payload authenticates, without writing anything.
+    #[command(after_help = "Example:\n  safehand verify -i key.txt payload.age")]
+    Verify(ReadPayloadArgs),
+    /// Print a new generated passphrase (words to read aloud over the phone).
+    Passphrase,
+    /// Generate an X25519 identity, like `age-keygen` (file mode 0600).
+    #[command(after_help = "Examples:\n  safehand keygen -o key.txt\n  safehand keygen        (prints to stdout)")]
+    Keygen(KeygenArgs),
+    /// List block devices with their identity and whether they are in use.
+    Devices(DevicesArgs),
+    /// Overwrite a disk, partition, loop device or file, verify it, and sign a certificate.
+    Wipe(WipeArgs),
+    /// Work with certificates of erasure.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+/// Who a file is encrypted to: X25519 recipients or one passphrase (never both).
+#[derive(Debug, Args)]
+pub struct RecipientArgs {
+    /// Encrypt to an X25519 recipient (age1...). Repeatable.
+    #[arg(short = 'r', long = "recipient", value_name = "RECIPIENT")]
+    pub recipients: Vec<String>,
+    /// Encrypt to the recipients listed in a file (one per line, # comments). Repeatable.
+    #[arg(short = 'R', long = "recipients-file", value_name = "RECIPIENTS_FILE")]
+    pub recipients_files: Vec<PathBuf>,
+    /// Encrypt with a passphrase (asked twice with no echo, unless --passphrase-file or --generate).
+    #[arg(short = 'p', long = "passphrase")]
+    pub passphrase: bool,
+    /// With -p: generate a passphrase and print it once to the terminal.
+    #[arg(long, requires = "passphrase")]
+    pub generate: bool,
+    /// Read the passphrase from the first line of a file.
+    #[arg(long, value_name = "F")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// How a file is decrypted: identity files or a passphrase.
+#[derive(Debug, Args)]
+pub struct IdentityArgs {
+    /// Decrypt with the identities in a file (AGE-SECRET-KEY-1...). Repeatable.
+    #[arg(short = 'i', long = "identity", value_name = "IDENTITY_FILE")]
+    pub identities: Vec<PathBuf>,
+    /// Read the passphrase from the first line of a file (otherwise it is asked for).
+    #[arg(long, value_name = "F")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct EncryptArgs {
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    /// Write ASCII-armored (PEM) output.
+    #[arg(short = 'a', long)]
+    pub armor: bool,
+    /// Write to OUT (created 0600); `-` or absent means stdout.
+    #[arg(short = 'o', long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// The file to encrypt; absent or `-` means stdin.
+    #[arg(value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DecryptArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// Write to OUT (created 0600, visible only once fully authenticated); `-` or absent means stdout.
+    #[arg(short = 'o', long, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// The file to decrypt; absent or `-` means stdin.
+    #[arg(value_name = "INPUT")]
+    pub input: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SealArgs {
+    #[command(flatten)]
+    pub recipients: RecipientArgs,
+    /// The files and folders to seal.
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+    /// The payload to write (created 0600).
+    #[arg(short = 'o', long, value_name = "OUT.age", required = true)]
+    pub output: PathBuf,
+    /// Replace OUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct OpenArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// The sealed payload.
+    #[arg(value_name = "IN.age")]
+    pub input: PathBuf,
+    /// The folder to extract into (created 0700 if absent; default: the current folder).
+    #[arg(short = 'C', long = "directory", value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+    /// Replace files that already exist in DIR.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReadPayloadArgs {
+    #[command(flatten)]
+    pub identity: IdentityArgs,
+    /// The sealed payload.
+    #[arg(value_name = "IN.age")]
+    pub input: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write the identity to FILE (created 0600; refuses to overwrite).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct DevicesArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WipeArgs {
+    /// A whole disk, a partition, a loop device or a regular file.
+    #[arg(value_name = "TARGET")]
+    pub target: PathBuf,
+    /// zero, one, random, nist-clear, dod-3, dod-7, hmg-is5, gutmann, or custom:PASSES
+    /// (e.g. custom:00,ff,random,55aa).
+    #[arg(long, value_name = "METHOD")]
+    pub method: String,
+    /// Which passes to read back: none, last (default) or all.
+    #[arg(long, value_name = "none|last|all", default_value = "last")]
+    pub verify: String,
+    /// Repeat the method's pass list N times.
+    #[arg(long, value_name = "N")]
+    pub passes: Option<u32>,
+    /// Add a final blanking (zeros) pass.
+    #[arg(long)]
+    pub blank: bool,
+    /// Write the signed certificate of erasure here (JSON).
+    #[arg(long, value_name = "OUT.json")]
+    pub certificate: Option<PathBuf>,
+    /// Also render the certificate as a one-page PDF.
+    #[arg(long, value_name = "OUT.pdf")]
+    pub pdf: Option<PathBuf>,
+    /// The person doing the wipe (default: the login name).
+    #[arg(long, value_name = "NAME")]
+    pub operator: Option<String>,
+    /// The organisation, for the certificate.
+    #[arg(long, value_name = "NAME")]
+    pub organisation: Option<String>,
+    /// The asset tag from the school's register.
+    #[arg(long, value_name = "TAG")]
+    pub asset_tag: Option<String>,
+    /// Do not ask for confirmation (requires --expect-serial).
+    #[arg(long, requires = "expect_serial")]
+    pub yes: bool,
+    /// The serial the device must have (files and loop devices: their path).
+    #[arg(long, value_name = "SERIAL")]
+    pub expect_serial: Option<String>,
+    /// Remove a file target after it has been wiped and verified.
+    #[arg(long)]
+    pub remove: bool,
+    /// The operator's signing key (default: the key `safehand cert key` manages).
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Check a certificate's signature (and, with --trusted-key, who signed it).
+    Verify {
+        #[arg(value_name = "CERT.json")]
+        certificate: PathBuf,
+        /// The public key (or a file holding it) that must have signed the certificate.
+        #[arg(long, value_name = "KEY")]
+        trusted_key: Option<String>,
+    },
+    /// Print a certificate's facts for a person to read.
+    Show {
+        #[arg(value_name = "CERT.json")]
+        certificate: PathBuf,
+    },
+    /// Render a certificate as a one-page PDF for signing.
+    Pdf {
+        #[arg(value_name = "CERT.json")]
+        certificate: PathBuf,
+        #[arg(short = 'o', long, value_name = "OUT.pdf")]
+        output: PathBuf,
+    },
+    /// Show the operator's signing key, creating it (0600) if there is none.
+    Key {
+        /// Use this key file instead of the default location.
+        #[arg(long, value_name = "KEY")]
+        key: Option<PathBuf>,
+    },
+}

@@ -1,0 +1,13 @@
+//! One module per subcommand, each with its own `run()`.
+
+pub mod cert;
+pub mod decrypt;
+pub mod devices;
+pub mod encrypt;
+pub mod keygen;
+pub mod list;
+pub mod open;
+pub mod passphrase;
+pub mod seal;
+pub mod verify;
+pub mod wipe;

@@ -1,0 +1,47 @@
+//! `safehand`: the command-line tool. Thin: argument types in `args.rs`, one file per
+//! subcommand in `cmd/`, the work itself in `safehand-crypto` and the modules here.
+
+mod args;
+mod cmd;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Encrypt(a) => cmd::encrypt::run(a),
+        Command::Decrypt(a) => cmd::decrypt::run(a),
+        Command::Seal(a) => cmd::seal::run(a),
+        Command::Open(a) => cmd::open::run(a),
+        Command::List(a) => cmd::list::run(a),
+        Command::Verify(a) => cmd::verify::run(a),
+        Command::Passphrase => cmd::passphrase::run(),
+        Command::Keygen(a) => cmd::keygen::run(a),
+        Command::Devices(a) => cmd::devices::run(a),
+        Command::Wipe(a) => cmd::wipe::run(a),
+        Command::Cert(c) => cmd::cert::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            if is_broken_pipe(&err) {
+                // `safehand decrypt f.age | head` is not a failure.
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("safehand: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn is_broken_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

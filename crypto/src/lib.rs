@@ -1,0 +1,2 @@
+//! Safehand's formats and secrets. No network, no database.
+#![forbid(unsafe_code)]

@@ -1,0 +1,5 @@
+//! Safehand's end-to-end tests: the real binaries against real tools and services.
+//! One test binary; each module is one area.
+
+mod cli_crypto;
+mod wipe;

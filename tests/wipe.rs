@@ -1,0 +1,1 @@
+//! End-to-end tests of `safehand devices/wipe/cert` on loop devices (issue: wiping).
