@@ -3,6 +3,7 @@
 
 mod args;
 mod cmd;
+mod wipe;
 
 use std::process::ExitCode;
 
