@@ -48,6 +48,15 @@ safehand open -i key.txt payload.age")]
     /// List block devices with their identity and whether they are in use.
     Devices(DevicesArgs),
     /// Overwrite a disk, partition, loop device or file, verify it, and sign a certificate.
+    #[command(after_help = "Examples:\n  safehand wipe /dev/sdb --method nist-clear --certificate sdb.json --pdf sdb.pdf --asset-tag HT-0042\n  \
+safehand wipe /dev/sdc --method dod-3 --verify all --yes --expect-serial WD-WCC4N1234567\n\n\
+Exit codes:\n  0  ERASED: every pass written in full and every verified pass read back as written\n  \
+1  nothing was written (refused: mounted, swap, running system; not confirmed; bad input)\n  \
+2  bad usage\n  \
+3  FAILED: a write or read error, short write or verification mismatch (ranges in the certificate)\n  \
+4  INCOMPLETE: stopped by Ctrl-C or a kill signal (the certificate says how far it got)\n  \
+5  UNVERIFIED: written without error but not read back (--verify none)\n\
+A signed certificate is written for results 0, 3, 4 and 5.")]
     Wipe(WipeArgs),
     /// Work with certificates of erasure.
     #[command(subcommand)]
