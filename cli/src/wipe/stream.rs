@@ -1,4 +1,6 @@
-//! The seeded random stream for random passes: AES-256-CTR keyed by a fresh 32-byte seed.
+//! The seeded random stream for random passes: AES-128-CTR keyed by a fresh 16-byte seed.
+//! (AES-128 rather than 256: 10 rounds instead of 14 make it 40% faster, and a wipe stream
+//! only has to be unpredictable for one pass, not to protect a secret for decades.)
 //!
 //! Counter mode makes the stream seekable, so the verifier regenerates exactly the bytes for
 //! any offset instead of storing what was written. Only a SHA-256 digest of the seed goes on
@@ -9,11 +11,11 @@ use rand_core::{OsRng, RngCore};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
+type WipeCtr = ctr::Ctr128BE<aes::Aes128>;
 
 /// A random pass's stream.
 pub struct RandomStream {
-    seed: Zeroizing<[u8; 32]>,
+    seed: Zeroizing<[u8; 16]>,
 }
 
 impl std::fmt::Debug for RandomStream {
@@ -25,7 +27,7 @@ impl std::fmt::Debug for RandomStream {
 impl RandomStream {
     /// A stream with a new seed from the operating system.
     pub fn new() -> Self {
-        let mut seed = Zeroizing::new([0u8; 32]);
+        let mut seed = Zeroizing::new([0u8; 16]);
         OsRng.fill_bytes(seed.as_mut());
         RandomStream { seed }
     }
@@ -37,10 +39,39 @@ impl RandomStream {
 
     /// Fills `buf` with the stream's bytes starting at byte `offset` of the target.
     pub fn fill(&self, offset: u64, buf: &mut [u8]) {
-        let mut cipher = Aes256Ctr::new(self.seed.as_ref().into(), &[0u8; 16].into());
-        cipher.seek(offset);
         buf.fill(0);
+        self.xor_into(offset, buf);
+    }
+
+    fn xor_into(&self, offset: u64, buf: &mut [u8]) {
+        let mut cipher = WipeCtr::new(self.seed.as_ref().into(), &[0u8; 16].into());
+        cipher.seek(offset);
         cipher.apply_keystream(buf);
+    }
+
+    /// Compares `data` (read back from byte `offset`) with the stream, `granule` bytes at a
+    /// time, and returns the indices of granules that differ. The stream is regenerated in a
+    /// small buffer that stays in the CPU cache, so the read-back is touched only once.
+    pub fn mismatching_granules(&self, offset: u64, data: &[u8], granule: usize) -> Vec<usize> {
+        const SCRATCH: usize = 64 << 10;
+        let step = SCRATCH / granule * granule;
+        let mut cipher = WipeCtr::new(self.seed.as_ref().into(), &[0u8; 16].into());
+        cipher.seek(offset);
+        let mut scratch = vec![0u8; step];
+        let mut bad = Vec::new();
+        for (i, chunk) in data.chunks(step).enumerate() {
+            let expected = &mut scratch[..chunk.len()];
+            expected.fill(0);
+            cipher.apply_keystream(expected);
+            if expected != chunk {
+                for (j, (a, b)) in chunk.chunks(granule).zip(expected.chunks(granule)).enumerate() {
+                    if a != b {
+                        bad.push(i * (step / granule) + j);
+                    }
+                }
+            }
+        }
+        bad
     }
 }
 
@@ -61,5 +92,11 @@ mod tests {
         assert_ne!(whole, other);
         assert!(whole.iter().filter(|b| **b == 0).count() < 100);
         assert_eq!(s.seed_digest().len(), 64);
+        let mut big = vec![0u8; 300_000];
+        s.fill(8192, &mut big);
+        assert!(s.mismatching_granules(8192, &big, 4096).is_empty());
+        big[5000] ^= 1;
+        big[299_999] ^= 1;
+        assert_eq!(s.mismatching_granules(8192, &big, 4096), vec![1, 73]);
     }
 }
