@@ -1,0 +1,354 @@
+//! Streaming age v1 encryption and decryption (C2SP age spec, <https://c2sp.org/age>) through
+//! the `age` crate. Memory stays flat whatever the size; writing happens on its own thread.
+
+use std::fmt;
+use std::io::{self, BufReader, Read, Write};
+
+use age::armor::{ArmoredReader, ArmoredWriter, Format};
+use age::secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use crate::error::{ArmorFault, Error, Result, StreamFault};
+use crate::keys::{DecryptionKey, Recipients};
+use crate::pipe::{ThreadedWriter, BUFFER_SIZE};
+
+/// scrypt work factor (log2 N) written into every passphrase-encrypted file: 256 MiB and well
+/// under a second here, and within the limits of browsers (typage accepts at most 20).
+pub const SCRYPT_WORK_FACTOR: u8 = 18;
+
+/// Highest scrypt work factor accepted when decrypting untrusted input (1 GiB of memory).
+pub const MAX_SCRYPT_WORK_FACTOR: u8 = 20;
+
+/// Whether the output is binary age or ASCII armor (PEM `AGE ENCRYPTED FILE`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Armor {
+    /// Binary age, the default.
+    Binary,
+    /// ASCII armor, for pasting into e-mail or text fields.
+    Ascii,
+}
+
+/// Encrypts everything `input` yields into `output` as one age file and returns the output
+/// (for example a [`crate::PrivateOutput`] to commit) with the count of plaintext bytes.
+///
+/// Passphrases use scrypt with the fixed work factor [`SCRYPT_WORK_FACTOR`].
+pub fn encrypt<R: Read, W: Write + Send + 'static>(
+    recipients: &Recipients,
+    armor: Armor,
+    mut input: R,
+    output: W,
+) -> Result<(W, u64)> {
+    let encryptor = encryptor(recipients)?;
+    let threaded = ThreadedWriter::new(output).map_err(|e| Error::io("cannot start writing", e))?;
+    let format = match armor {
+        Armor::Binary => Format::Binary,
+        Armor::Ascii => Format::AsciiArmor,
+    };
+    let armored = ArmoredWriter::wrap_output(threaded, format)
+        .map_err(|e| Error::io("cannot write the encrypted output", e))?;
+    let mut writer = encryptor
+        .wrap_output(armored)
+        .map_err(|e| Error::io("cannot write the encrypted output", e))?;
+    let mut buf = Zeroizing::new(vec![0u8; BUFFER_SIZE]);
+    let mut total = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("cannot read the input", e)),
+        };
+        writer
+            .write_all(&buf[..n])
+            .map_err(|e| Error::io("cannot write the encrypted output", e))?;
+        total += n as u64;
+    }
+    let armored = writer
+        .finish()
+        .map_err(|e| Error::io("cannot write the encrypted output", e))?;
+    let threaded = armored
+        .finish()
+        .map_err(|e| Error::io("cannot write the encrypted output", e))?;
+    let output = threaded
+        .finish()
+        .map_err(|e| Error::io("cannot write the encrypted output", e))?;
+    Ok((output, total))
+}
+
+fn encryptor(recipients: &Recipients) -> Result<age::Encryptor> {
+    let result = match recipients {
+        Recipients::Passphrase(p) => {
+            let mut r = age::scrypt::Recipient::new(SecretString::from(p.expose_secret()));
+            // Never the crate's auto-calibration: a fast sender must not lock out slow readers.
+            r.set_work_factor(SCRYPT_WORK_FACTOR);
+            age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))
+        }
+        Recipients::Keys(keys) => {
+            if keys.is_empty() {
+                return Err(Error::NoRecipients);
+            }
+            age::Encryptor::with_recipients(keys.iter().map(|k| &k.0 as &dyn age::Recipient))
+        }
+    };
+    result.map_err(|e| match e {
+        age::EncryptError::MissingRecipients => Error::NoRecipients,
+        age::EncryptError::Io(io) => Error::io("cannot prepare encryption", io),
+        other => Error::BadHeader(other.to_string()),
+    })
+}
+
+type Inner<R> = ArmoredReader<BufReader<R>>;
+
+/// An age file whose header has been read and checked, ready to be decrypted once the caller
+/// knows which key to use ([`EncryptedFile::needs_passphrase`] tells whether to ask for a
+/// passphrase).
+pub struct EncryptedFile<R: Read> {
+    decryptor: age::Decryptor<Inner<R>>,
+}
+
+impl<R: Read> fmt::Debug for EncryptedFile<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EncryptedFile")
+            .field("needs_passphrase", &self.decryptor.is_scrypt())
+            .finish()
+    }
+}
+
+fn map_decrypt_error(e: age::DecryptError) -> Error {
+    match e {
+        age::DecryptError::DecryptionFailed
+        | age::DecryptError::NoMatchingKeys
+        | age::DecryptError::KeyDecryptionFailed => Error::WrongKey,
+        age::DecryptError::ExcessiveWork { required, .. } => Error::WorkFactorTooHigh {
+            required,
+            max: MAX_SCRYPT_WORK_FACTOR,
+        },
+        age::DecryptError::InvalidMac => Error::HeaderAltered,
+        age::DecryptError::InvalidHeader => Error::BadHeader(
+            "its header is malformed (damaged, or not an age file)".into(),
+        ),
+        age::DecryptError::UnknownFormat => Error::BadHeader(
+            "unknown format or version (not an age v1 file)".into(),
+        ),
+        age::DecryptError::Io(io) => {
+            if let Some(a) = io
+                .get_ref()
+                .and_then(|e| e.downcast_ref::<age::armor::ArmoredReadError>())
+            {
+                return Error::Armor(a.to_string());
+            }
+            match io.kind() {
+                io::ErrorKind::UnexpectedEof => Error::BadHeader(
+                    "it ends inside the header (truncated, empty, or not an age file)".into(),
+                ),
+                io::ErrorKind::InvalidData => Error::BadHeader(format!("{io}")),
+                _ => Error::io("cannot read the encrypted file", io),
+            }
+        }
+        other => Error::BadHeader(other.to_string()),
+    }
+}
+
+impl<R: Read> EncryptedFile<R> {
+    /// Reads and checks the header (binary or ASCII-armored).
+    pub fn new(input: R) -> Result<Self> {
+        let reader = ArmoredReader::new(input);
+        let decryptor = age::Decryptor::new_buffered(reader).map_err(map_decrypt_error)?;
+        Ok(Self { decryptor })
+    }
+
+    /// True when the file is encrypted with a passphrase (one scrypt stanza).
+    pub fn needs_passphrase(&self) -> bool {
+        self.decryptor.is_scrypt()
+    }
+
+    /// Unwraps the file key and returns the plaintext as a stream. Every chunk is authenticated
+    /// before it is released; the stream ends (`Ok(0)`) only after the final chunk
+    /// authenticated, so read to the end before trusting the whole.
+    pub fn decrypt(self, key: &DecryptionKey) -> Result<PlaintextReader<R>> {
+        let stream = match key {
+            DecryptionKey::Passphrase(p) => {
+                if !self.decryptor.is_scrypt() {
+                    return Err(Error::WrongKey);
+                }
+                let mut id = age::scrypt::Identity::new(SecretString::from(p.expose_secret()));
+                id.set_max_work_factor(MAX_SCRYPT_WORK_FACTOR);
+                self.decryptor
+                    .decrypt(std::iter::once(&id as &dyn age::Identity))
+            }
+            DecryptionKey::Identities(ids) => {
+                if self.decryptor.is_scrypt() {
+                    return Err(Error::NeedsPassphrase);
+                }
+                self.decryptor
+                    .decrypt(ids.iter().map(|i| &i.0 as &dyn age::Identity))
+            }
+        }
+        .map_err(map_decrypt_error)?;
+        Ok(PlaintextReader {
+            stream,
+            released: 0,
+            failed: None,
+        })
+    }
+}
+
+/// Decrypted plaintext, chunk by authenticated chunk. Errors carry a cause that
+/// [`Error`] recognises (truncated, altered, malformed armor).
+pub struct PlaintextReader<R: Read> {
+    stream: age::stream::StreamReader<Inner<R>>,
+    released: u64,
+    failed: Option<(io::ErrorKind, String, Option<StreamFault>)>,
+}
+
+impl<R: Read> fmt::Debug for PlaintextReader<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlaintextReader")
+            .field("released", &self.released)
+            .finish()
+    }
+}
+
+impl<R: Read> PlaintextReader<R> {
+    /// Plaintext bytes released so far.
+    pub fn released(&self) -> u64 {
+        self.released
+    }
+
+    fn classify(e: io::Error) -> io::Error {
+        if let Some(inner) = e.get_ref() {
+            if let Some(a) = inner.downcast_ref::<age::armor::ArmoredReadError>() {
+                return io::Error::new(io::ErrorKind::InvalidData, ArmorFault(a.to_string()));
+            }
+            if inner.downcast_ref::<StreamFault>().is_some() {
+                return e;
+            }
+        }
+        match e.kind() {
+            // The age crate reports a stream that stops before its final chunk this way.
+            io::ErrorKind::UnexpectedEof => StreamFault::Truncated.into_io(),
+            // ... and a chunk that fails its Poly1305 tag (or data after the last chunk) this way.
+            io::ErrorKind::InvalidData => StreamFault::Altered.into_io(),
+            _ => e,
+        }
+    }
+}
+
+impl<R: Read> Read for PlaintextReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some((kind, msg, fault)) = &self.failed {
+            // Never resume after a failure: nothing past a bad chunk may be released.
+            return Err(match fault {
+                Some(f) => f.into_io(),
+                None => io::Error::new(*kind, msg.clone()),
+            });
+        }
+        loop {
+            match self.stream.read(buf) {
+                Ok(n) => {
+                    self.released += n as u64;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let e = Self::classify(e);
+                    let fault = e
+                        .get_ref()
+                        .and_then(|i| i.downcast_ref::<StreamFault>())
+                        .copied();
+                    self.failed = Some((e.kind(), e.to_string(), fault));
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
+/// Decrypts the whole stream into `output` (on a writing thread) and returns it once the final
+/// chunk authenticated, with the number of plaintext bytes.
+pub fn decrypt_to<R: Read, W: Write + Send + 'static>(
+    mut plaintext: PlaintextReader<R>,
+    output: W,
+) -> Result<(W, u64)> {
+    let mut threaded =
+        ThreadedWriter::new(output).map_err(|e| Error::io("cannot start writing", e))?;
+    let mut buf = Zeroizing::new(vec![0u8; BUFFER_SIZE]);
+    loop {
+        let n = plaintext
+            .read(&mut buf)
+            .map_err(|e| Error::io("cannot read the encrypted file", e))?;
+        if n == 0 {
+            break;
+        }
+        threaded
+            .write_all(&buf[..n])
+            .map_err(|e| Error::io("cannot write the decrypted output", e))?;
+    }
+    let out = threaded
+        .finish()
+        .map_err(|e| Error::io("cannot write the decrypted output", e))?;
+    Ok((out, plaintext.released()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::Identity;
+
+    fn round_trip(recipients: &Recipients, key: &DecryptionKey, armor: Armor, data: &[u8]) -> Vec<u8> {
+        let (ct, n) = encrypt(recipients, armor, data, Vec::new()).unwrap();
+        assert_eq!(n, data.len() as u64);
+        let file = EncryptedFile::new(io::Cursor::new(ct)).unwrap();
+        let (pt, _) = decrypt_to(file.decrypt(key).unwrap(), Vec::new()).unwrap();
+        pt
+    }
+
+    #[test]
+    fn x25519_round_trip_binary_and_armored() {
+        let id = Identity::generate();
+        let r = Recipients::Keys(vec![id.recipient()]);
+        let k = DecryptionKey::Identities(vec![id]);
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7) as u8).collect();
+        assert_eq!(round_trip(&r, &k, Armor::Binary, &data), data);
+        assert_eq!(round_trip(&r, &k, Armor::Ascii, &data), data);
+        assert_eq!(round_trip(&r, &k, Armor::Binary, b""), b"");
+    }
+
+    #[test]
+    fn passphrase_files_use_work_factor_18() {
+        let p = || SecretString::from("correct-horse-battery-staple-extra");
+        let (ct, _) = encrypt(&Recipients::Passphrase(p()), Armor::Binary, &b"hi"[..], Vec::new()).unwrap();
+        let header = String::from_utf8_lossy(&ct[..120]).to_string();
+        assert!(header.contains("-> scrypt "), "{header}");
+        let line = header.lines().find(|l| l.starts_with("-> scrypt")).unwrap();
+        assert!(line.ends_with(" 18"), "{line}");
+        let file = EncryptedFile::new(io::Cursor::new(ct.clone())).unwrap();
+        assert!(file.needs_passphrase());
+        let wrong = EncryptedFile::new(io::Cursor::new(ct)).unwrap();
+        let err = wrong
+            .decrypt(&DecryptionKey::Passphrase(SecretString::from("nope")))
+            .unwrap_err();
+        assert!(matches!(err, Error::WrongKey), "{err}");
+    }
+
+    #[test]
+    fn truncation_and_flipped_bytes_are_reported_as_such() {
+        let id = Identity::generate();
+        let r = Recipients::Keys(vec![id.recipient()]);
+        let data = vec![1u8; 300_000];
+        let (ct, _) = encrypt(&r, Armor::Binary, &data[..], Vec::new()).unwrap();
+        let key = DecryptionKey::Identities(vec![id]);
+
+        // Cut at a chunk boundary: no final chunk at all.
+        let header_len = ct.len() - (4 * (64 * 1024 + 16) + (300_000 - 4 * 65536) + 16);
+        let cut = ct[..header_len + 2 * (64 * 1024 + 16)].to_vec();
+        let pt = EncryptedFile::new(io::Cursor::new(cut)).unwrap().decrypt(&key).unwrap();
+        assert!(matches!(decrypt_to(pt, Vec::new()), Err(Error::Truncated)));
+
+        let mut flipped = ct.clone();
+        let last = flipped.len() - 10;
+        flipped[last] ^= 1;
+        let pt = EncryptedFile::new(io::Cursor::new(flipped)).unwrap().decrypt(&key).unwrap();
+        assert!(matches!(decrypt_to(pt, Vec::new()), Err(Error::Altered)));
+    }
+}
