@@ -43,3 +43,4 @@ pub use output::PrivateOutput;
 pub fn interrupted_io_error() -> std::io::Error {
     error::StreamFault::Interrupted.into_io()
 }
+pub mod certificate;
