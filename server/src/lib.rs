@@ -1,9 +1,108 @@
-//! The Safehand secure file-exchange service, as a library: `app(state)` builds the router,
-//! `serve(listener, state, shutdown)` runs it. `main.rs` only reads configuration and starts it.
+//! The Safehand secure file-exchange service, as a library.
+//!
+//! - [`app`] builds the whole router from an [`AppState`]; it does no I/O.
+//! - [`serve`] runs that router on a listener until a shutdown future completes.
+//! - `main.rs` reads configuration, sets up logging, opens and migrates the database, and
+//!   calls these two.
+//!
+//! Domain modules ([`accounts`], [`sessions`], [`tokens`], [`throttle`], [`audit`]) own the SQL;
+//! the [`http`] module owns requests, pages and cookies and never writes SQL.
 
-use axum::{routing::get, Router};
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+pub mod audit;
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod passwords;
+pub mod sessions;
+pub mod throttle;
+pub mod tokens;
+
+pub use error::{Error, Result};
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Settings the request handlers need (derived from [`config::Config`]).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Base URL for links, without a trailing slash.
+    pub public_url: String,
+    /// Mark cookies `Secure` and send HSTS (the service is reached over HTTPS).
+    pub https: bool,
+    /// Session timing.
+    pub sessions: sessions::Lifetimes,
+    /// Sign-in throttling.
+    pub throttle: throttle::Policy,
+    /// Reverse proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Settings {
+    /// Settings for a service reached at `public_url`, with default timings.
+    pub fn new(public_url: &str) -> Self {
+        Self {
+            public_url: public_url.trim_end_matches('/').to_string(),
+            https: public_url.starts_with("https://"),
+            sessions: sessions::Lifetimes::default(),
+            throttle: throttle::Policy::default(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// Everything a request handler can reach. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub db: db::Db,
+    /// Keys derived from the server key.
+    pub keys: Arc<keys::ServerKeys>,
+    /// Settings.
+    pub settings: Arc<Settings>,
+    /// The clock (a manual one in tests).
+    pub clock: clock::Clock,
+    /// Prometheus counters.
+    pub metrics: Arc<metrics::Metrics>,
+}
+
+impl AppState {
+    /// Bundles the parts of the service.
+    pub fn new(
+        db: db::Db,
+        keys: keys::ServerKeys,
+        settings: Settings,
+        clock: clock::Clock,
+    ) -> Self {
+        Self {
+            db,
+            keys: Arc::new(keys),
+            settings: Arc::new(settings),
+            clock,
+            metrics: Arc::default(),
+        }
+    }
+}
 
 /// Builds the service's router. Does no I/O.
-pub fn app() -> Router {
-    Router::new().route("/healthz", get(|| async { "ok" }))
+pub fn app(state: AppState) -> axum::Router {
+    http::router(state)
+}
+
+/// Serves the app on `listener` until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -1,10 +1,227 @@
-//! `safehand-server`: reads configuration, sets up logging, serves.
+//! `safehand-server`: reads configuration, sets up logging, opens and migrates the database,
+//! then either serves or runs one `admin` command.
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use safehand_server::accounts;
+use safehand_server::audit::{self, Actor, Verification};
+use safehand_server::clock::Clock;
+use safehand_server::config::{AdminCommand, Cli, Command};
+use safehand_server::db::Db;
+use safehand_server::keys::ServerKeys;
+use safehand_server::{AppState, Settings};
+use secrecy::ExposeSecret;
+use std::process::ExitCode;
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt().init();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
-    println!("Safehand is listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, safehand_server::app()).await?;
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("safehand-server: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SAFEHAND_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = cli.config.resolve().map_err(anyhow::Error::msg)?;
+    create_private_dir(&config.data_dir)?;
+    let keys = match &config.server_key {
+        Some(k) => ServerKeys::parse(k.expose_secret())?,
+        None => ServerKeys::load_or_create(&config.server_key_file)?,
+    };
+    if cli.config.database_url.is_none() && cli.config.database_url_file.is_none() {
+        // The default SQLite file holds account data: create it private before SQLite does.
+        create_private_file(&config.data_dir.join("safehand.db"))?;
+    }
+    let db = Db::connect(config.database_url.expose_secret())
+        .await
+        .context("cannot open the database (check DATABASE_URL)")?;
+    db.migrate().await.context("database migrations failed")?;
+    let clock = Clock::system();
+
+    if let Some(Command::Admin { action }) = cli.command {
+        let code = admin(&db, &clock, &config.public_url, action).await?;
+        db.close().await;
+        return Ok(code);
+    }
+
+    let mut settings = Settings::new(&config.public_url);
+    settings.sessions.idle = cli.config.session_idle_timeout;
+    settings.sessions.absolute = cli.config.session_max_age;
+    settings.throttle.lock_after = cli.config.sign_in_lock_after;
+    settings.throttle.lock_for = cli.config.sign_in_lock_duration;
+    settings.trusted_proxies = cli.config.trusted_proxy.clone();
+    let lifetimes = settings.sessions;
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is something else using it?)",
+                config.listen
+            )
+        })?;
+    let bound = listener.local_addr()?;
+    let public_url = if cli.config.public_url.is_some() {
+        config.public_url.clone()
+    } else {
+        format!("http://{bound}")
+    };
+    settings.public_url = public_url.clone();
+    println!("Safehand is listening on http://{bound} (public address {public_url})");
+    if let Some(token) = accounts::setup_link(&db, clock.now()).await? {
+        println!("No accounts yet. Open this one-time link to create the first admin account:");
+        println!("  {public_url}/setup/{token}");
+    }
+    use std::io::Write;
+    std::io::stdout().flush()?;
+
+    let state = AppState::new(db.clone(), keys, settings, clock.clone());
+    // Housekeeping: remove dead sessions now and then.
+    let sweeper_db = db.clone();
+    let sweeper_clock = clock.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(300)).await;
+            if let Err(e) =
+                safehand_server::sessions::sweep(&sweeper_db, sweeper_clock.now(), &lifetimes).await
+            {
+                tracing::warn!(error = %e, "session sweep failed");
+            }
+        }
+    });
+    safehand_server::serve(listener, state, shutdown_signal()).await?;
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder
+            .create(dir)
+            .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
+    }
     Ok(())
+}
+
+fn create_private_file(path: &std::path::Path) -> anyhow::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options
+        .open(path)
+        .with_context(|| format!("cannot create the database file {}", path.display()))?;
+    Ok(())
+}
+
+async fn find(db: &Db, email: &str) -> anyhow::Result<accounts::User> {
+    match accounts::by_email(db, email).await? {
+        Some(u) => Ok(u),
+        None => bail!("no account has the email address {email}"),
+    }
+}
+
+async fn admin(
+    db: &Db,
+    clock: &Clock,
+    public_url: &str,
+    action: AdminCommand,
+) -> anyhow::Result<ExitCode> {
+    let now = clock.now();
+    let actor = Actor::operator();
+    match action {
+        AdminCommand::CreateUser { email, name, roles } => {
+            let (user, token) = accounts::create(db, now, &actor, &email, &name, &roles)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "Created {} ({}) with roles {}.",
+                user.name,
+                user.email,
+                accounts::format_roles(&user.roles)
+            );
+            println!("Give them this one-time enrolment link (valid 7 days):");
+            println!("  {public_url}/enrol/{token}");
+        }
+        AdminCommand::DisableUser { email } => {
+            let user = find(db, &email).await?;
+            accounts::set_disabled(db, now, &actor, &user, true).await?;
+            println!(
+                "Disabled {}; their sessions and API tokens have ended.",
+                user.email
+            );
+        }
+        AdminCommand::EnableUser { email } => {
+            let user = find(db, &email).await?;
+            accounts::set_disabled(db, now, &actor, &user, false).await?;
+            println!("Enabled {}.", user.email);
+        }
+        AdminCommand::ResetTotp { email } => {
+            let user = find(db, &email).await?;
+            accounts::reset_totp(db, now, &actor, &user).await?;
+            println!(
+                "Reset the authenticator for {}; they will set it up at their next sign-in.",
+                user.email
+            );
+        }
+        AdminCommand::ResetPassword { email } => {
+            let user = find(db, &email).await?;
+            let token = accounts::force_password_reset(db, now, &actor, &user).await?;
+            println!("The password of {} no longer works. Give them this one-time link to set a new one:", user.email);
+            println!("  {public_url}/enrol/{token}");
+        }
+        AdminCommand::AuditVerify => match audit::verify(db).await? {
+            Verification::Intact { records, head } => {
+                println!("The audit log is intact: {records} records, head {head}.");
+            }
+            Verification::Broken { seq, reason } => {
+                println!("The audit log is BROKEN at record {seq}: {reason}.");
+                return Ok(ExitCode::from(1));
+            }
+        },
+        AdminCommand::Migrate => {
+            println!("Migrations are up to date.");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

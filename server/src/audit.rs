@@ -1,0 +1,289 @@
+//! The audit log: an append-only table in which every record carries the SHA-256 of the record
+//! before it, so that changing or removing any record breaks the chain at that point.
+//!
+//! A record's hash covers `[seq, at, actor_id, actor, action, subject, address, details,
+//! prev_hash]` serialised as one JSON array. `prev_hash` is unique, so two instances appending
+//! at once cannot both extend the same record: the loser retries on the new head.
+
+use crate::clock::UnixTime;
+use crate::db::{is_unique_violation, opt_i64, Db};
+use crate::error::Result;
+use sha2::{Digest, Sha256};
+use sqlx::Row;
+
+/// The `prev_hash` of the first record.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Who did something: a signed-in user, an operator at the command line, or someone not
+/// (yet) identified.
+#[derive(Clone, Debug)]
+pub struct Actor {
+    /// The user's id, when a user acted.
+    pub user_id: Option<i64>,
+    /// A readable label: the user's email, or "command line".
+    pub label: String,
+    /// The client's address, or "local".
+    pub address: String,
+}
+
+impl Actor {
+    /// An operator using `safehand-server admin` on the server itself.
+    pub fn operator() -> Self {
+        Self {
+            user_id: None,
+            label: "operator (command line)".into(),
+            address: "local".into(),
+        }
+    }
+}
+
+/// One record as stored.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Record {
+    /// Position in the chain, from 1.
+    pub seq: i64,
+    /// When it happened (unix seconds).
+    pub at: UnixTime,
+    /// The acting user's id, if any.
+    pub actor_id: Option<i64>,
+    /// Who acted.
+    pub actor: String,
+    /// What happened, e.g. `sign_in_failed`.
+    pub action: String,
+    /// What it happened to, e.g. a user's email.
+    pub subject: String,
+    /// The client's address.
+    pub address: String,
+    /// Further facts as a JSON object (never secrets).
+    pub details: String,
+    /// Hash of the record before.
+    pub prev_hash: String,
+    /// Hash of this record.
+    pub hash: String,
+}
+
+fn record_hash(
+    seq: i64,
+    at: UnixTime,
+    actor_id: Option<i64>,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    address: &str,
+    details: &str,
+    prev_hash: &str,
+) -> String {
+    let canonical =
+        serde_json::json!([seq, at, actor_id, actor, action, subject, address, details, prev_hash]);
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// Appends one record at time `now`.
+pub async fn record(
+    db: &Db,
+    now: UnixTime,
+    actor: &Actor,
+    action: &str,
+    subject: &str,
+    details: serde_json::Value,
+) -> Result<()> {
+    let details = details.to_string();
+    for _ in 0..50 {
+        let head = sqlx::query("select seq, hash from audit_log order by seq desc limit 1")
+            .fetch_optional(db.pool())
+            .await?;
+        let (seq, prev_hash) = match head {
+            Some(row) => (
+                row.try_get::<i64, _>("seq")? + 1,
+                row.try_get::<String, _>("hash")?,
+            ),
+            None => (1, GENESIS.to_string()),
+        };
+        let hash = record_hash(
+            seq,
+            now,
+            actor.user_id,
+            &actor.label,
+            action,
+            subject,
+            &actor.address,
+            &details,
+            &prev_hash,
+        );
+        let inserted = sqlx::query(
+            "insert into audit_log (seq, at, actor_id, actor, action, subject, address, details, prev_hash, hash) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(seq)
+        .bind(now)
+        .bind(actor.user_id)
+        .bind(&actor.label)
+        .bind(action)
+        .bind(subject)
+        .bind(&actor.address)
+        .bind(&details)
+        .bind(&prev_hash)
+        .bind(&hash)
+        .execute(db.pool())
+        .await;
+        match inserted {
+            Ok(_) => return Ok(()),
+            Err(e) if is_unique_violation(&e) => {
+                tokio::task::yield_now().await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(crate::Error::Internal(
+        "could not append to the audit log: too much contention".into(),
+    ))
+}
+
+fn row_to_record(row: &sqlx::any::AnyRow) -> Result<Record, sqlx::Error> {
+    Ok(Record {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        actor_id: opt_i64(row, "actor_id")?,
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        subject: row.try_get("subject")?,
+        address: row.try_get("address")?,
+        details: row.try_get("details")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// The outcome of checking the whole chain.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verification {
+    /// Every record links to the one before and its hash matches its contents.
+    Intact {
+        /// How many records were checked.
+        records: i64,
+        /// The hash of the last record (the chain's head), to note down and compare later.
+        head: String,
+    },
+    /// The first record at which the chain breaks.
+    Broken {
+        /// Its sequence number.
+        seq: i64,
+        /// What is wrong there.
+        reason: String,
+    },
+}
+
+/// Walks the chain from the first record and reports the first broken link.
+pub async fn verify(db: &Db) -> Result<Verification> {
+    let mut expected_seq = 1i64;
+    let mut prev = GENESIS.to_string();
+    loop {
+        let rows = sqlx::query(
+            "select seq, at, actor_id, actor, action, subject, address, details, prev_hash, hash \
+             from audit_log where seq >= $1 order by seq limit 1000",
+        )
+        .bind(expected_seq)
+        .fetch_all(db.pool())
+        .await?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in &rows {
+            let r = row_to_record(row)?;
+            if r.seq != expected_seq {
+                return Ok(Verification::Broken {
+                    seq: expected_seq,
+                    reason: format!(
+                        "record {expected_seq} is missing (the next record is {})",
+                        r.seq
+                    ),
+                });
+            }
+            if r.prev_hash != prev {
+                return Ok(Verification::Broken {
+                    seq: r.seq,
+                    reason: "it does not link to the record before it (that record was changed or removed)".into(),
+                });
+            }
+            let computed = record_hash(
+                r.seq,
+                r.at,
+                r.actor_id,
+                &r.actor,
+                &r.action,
+                &r.subject,
+                &r.address,
+                &r.details,
+                &r.prev_hash,
+            );
+            if computed != r.hash {
+                return Ok(Verification::Broken {
+                    seq: r.seq,
+                    reason: "its contents do not match its hash (the record was changed)".into(),
+                });
+            }
+            prev = r.hash;
+            expected_seq += 1;
+        }
+    }
+    Ok(Verification::Intact {
+        records: expected_seq - 1,
+        head: prev,
+    })
+}
+
+/// Filters for the audit page and its exports.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct Filter {
+    /// Actor or subject contains this text (an email, usually).
+    #[serde(default)]
+    pub user: String,
+    /// Exact action name.
+    #[serde(default)]
+    pub action: String,
+    /// From this date (YYYY-MM-DD), inclusive.
+    #[serde(default)]
+    pub from: String,
+    /// To this date (YYYY-MM-DD), inclusive.
+    #[serde(default)]
+    pub to: String,
+}
+
+/// Records matching `filter`, newest first, at most `limit`.
+pub async fn search(db: &Db, filter: &Filter, limit: i64) -> Result<Vec<Record>> {
+    let from = crate::clock::parse_date(&filter.from).unwrap_or(i64::MIN);
+    let to = crate::clock::parse_date(&filter.to)
+        .map(|t| t + 86_400 - 1)
+        .unwrap_or(i64::MAX);
+    let user = filter.user.trim().to_lowercase();
+    let rows = sqlx::query(
+        "select seq, at, actor_id, actor, action, subject, address, details, prev_hash, hash \
+         from audit_log \
+         where at >= $1 and at <= $2 \
+           and ($3 = '' or lower(actor) like $4 or lower(subject) like $4) \
+           and ($5 = '' or action = $5) \
+         order by seq desc limit $6",
+    )
+    .bind(from)
+    .bind(to)
+    .bind(user.clone())
+    .bind(format!("%{}%", user.replace('%', "").replace('_', "")))
+    .bind(filter.action.trim().to_string())
+    .bind(limit)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter()
+        .map(|r| row_to_record(r).map_err(Into::into))
+        .collect()
+}
+
+/// The action names present in the log, for the filter's drop-down.
+pub async fn actions(db: &Db) -> Result<Vec<String>> {
+    let rows = sqlx::query("select distinct action from audit_log order by action")
+        .fetch_all(db.pool())
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>("action").map_err(Into::into))
+        .collect()
+}

@@ -1,0 +1,307 @@
+//! Configuration: command-line flags with environment-variable fallbacks, `*_FILE` variants for
+//! secrets, checked once at start-up. Unknown `SAFEHAND_*` variables are refused, so a typo is
+//! an error rather than a silently ignored setting.
+
+use crate::accounts::Role;
+use clap::{Args, Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+/// `safehand-server`: the Safehand secure file-exchange service.
+#[derive(Debug, Parser)]
+#[command(name = "safehand-server", version, about, long_about = None)]
+pub struct Cli {
+    /// Settings (each also readable from the environment).
+    #[command(flatten)]
+    pub config: Config,
+    /// Operator commands; with none, the server runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Server settings.
+#[derive(Debug, Args)]
+pub struct Config {
+    /// Address and port to listen on.
+    #[arg(
+        long,
+        env = "SAFEHAND_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
+    pub listen: SocketAddr,
+
+    /// Folder for the SQLite database, the server key, blobs and the mail outbox.
+    #[arg(
+        long,
+        env = "SAFEHAND_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+
+    /// The address people use to reach the service, e.g. https://safehand.school.sch.uk
+    /// (used in links; defaults to http://LISTEN).
+    #[arg(long, env = "SAFEHAND_PUBLIC_URL", global = true)]
+    pub public_url: Option<String>,
+
+    /// Database: sqlite://PATH or postgres://USER@HOST/DB (default: SQLite in the data folder).
+    #[arg(long, env = "DATABASE_URL", value_parser = secret, hide_env_values = true, global = true)]
+    pub database_url: Option<SecretString>,
+
+    /// File holding the database URL (for secrets managers).
+    #[arg(long, env = "DATABASE_URL_FILE", global = true)]
+    pub database_url_file: Option<PathBuf>,
+
+    /// The server key (64 hex digits or base64 of 32 bytes) that encrypts secrets at rest.
+    /// Default: DATA_DIR/server.key, created when absent.
+    #[arg(long, env = "SAFEHAND_SERVER_KEY", value_parser = secret, hide_env_values = true, global = true)]
+    pub server_key: Option<SecretString>,
+
+    /// File holding the server key.
+    #[arg(long, env = "SAFEHAND_SERVER_KEY_FILE", global = true)]
+    pub server_key_file: Option<PathBuf>,
+
+    /// Sessions end after this long without activity (e.g. 15m, 900s, 1h).
+    #[arg(long, env = "SAFEHAND_SESSION_IDLE_TIMEOUT", default_value = "15m", value_parser = duration_secs, global = true)]
+    pub session_idle_timeout: i64,
+
+    /// Sessions end this long after sign-in, however active.
+    #[arg(long, env = "SAFEHAND_SESSION_MAX_AGE", default_value = "12h", value_parser = duration_secs, global = true)]
+    pub session_max_age: i64,
+
+    /// Failed sign-ins on one account before it locks.
+    #[arg(long, env = "SAFEHAND_SIGN_IN_LOCK_AFTER", default_value_t = 10, value_parser = clap::value_parser!(i64).range(2..=1000), global = true)]
+    pub sign_in_lock_after: i64,
+
+    /// How long a locked account stays locked (also the window failures are counted over).
+    #[arg(long, env = "SAFEHAND_SIGN_IN_LOCK_DURATION", default_value = "15m", value_parser = duration_secs, global = true)]
+    pub sign_in_lock_duration: i64,
+
+    /// Addresses of reverse proxies whose X-Forwarded-For header is trusted (comma-separated).
+    #[arg(
+        long,
+        env = "SAFEHAND_TRUSTED_PROXY",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxy: Vec<IpAddr>,
+}
+
+/// Operator commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage users and check the audit log from the server's own shell.
+    Admin {
+        /// What to do.
+        #[command(subcommand)]
+        action: AdminCommand,
+    },
+}
+
+/// `safehand-server admin ...`
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create a user and print their one-time enrolment link.
+    CreateUser {
+        /// Their email address (what they sign in with).
+        #[arg(long)]
+        email: String,
+        /// Their name as shown to others.
+        #[arg(long)]
+        name: String,
+        /// A role (repeat for several): staff, approver, admin, technician.
+        #[arg(long = "role", value_enum, required = true)]
+        roles: Vec<Role>,
+    },
+    /// Disable a user: their sessions and API tokens end at once.
+    DisableUser {
+        /// The user's email address.
+        email: String,
+    },
+    /// Enable a disabled user again (also lifts a sign-in lock).
+    EnableUser {
+        /// The user's email address.
+        email: String,
+    },
+    /// Remove a user's TOTP enrolment; they enrol again at their next sign-in.
+    ResetTotp {
+        /// The user's email address.
+        email: String,
+    },
+    /// Force a password reset: print a one-time link to set a new password.
+    ResetPassword {
+        /// The user's email address.
+        email: String,
+    },
+    /// Check the audit log's hash chain and report the first broken link.
+    AuditVerify,
+    /// Apply database migrations and exit.
+    Migrate,
+}
+
+fn secret(s: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(s.to_string()))
+}
+
+/// Parses `90`, `90s`, `15m`, `12h`, `7d` into seconds.
+pub fn duration_secs(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: i64 = digits
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration; write e.g. 90s, 15m, 12h or 7d"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: the unit must be s, m, h or d")),
+    };
+    let secs = n.checked_mul(factor).ok_or("duration too long")?;
+    if secs <= 0 {
+        return Err("the duration must be more than zero".into());
+    }
+    Ok(secs)
+}
+
+/// Environment variables this program reads; any other `SAFEHAND_*` variable is an error.
+const KNOWN_ENV: &[&str] = &[
+    "SAFEHAND_LISTEN",
+    "SAFEHAND_DATA_DIR",
+    "SAFEHAND_PUBLIC_URL",
+    "SAFEHAND_SERVER_KEY",
+    "SAFEHAND_SERVER_KEY_FILE",
+    "SAFEHAND_SESSION_IDLE_TIMEOUT",
+    "SAFEHAND_SESSION_MAX_AGE",
+    "SAFEHAND_SIGN_IN_LOCK_AFTER",
+    "SAFEHAND_SIGN_IN_LOCK_DURATION",
+    "SAFEHAND_TRUSTED_PROXY",
+    "SAFEHAND_LOG",
+    // Read by the test suites, not the server.
+    "SAFEHAND_TEST_POSTGRES_URL",
+];
+
+/// Settings after checking, ready to run with.
+#[derive(Debug)]
+pub struct Resolved {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data folder (created, mode 0700).
+    pub data_dir: PathBuf,
+    /// Public base URL without a trailing slash.
+    pub public_url: String,
+    /// Database URL.
+    pub database_url: SecretString,
+    /// Server key (from configuration), if not from the key file.
+    pub server_key: Option<SecretString>,
+    /// Key file used when no key is configured.
+    pub server_key_file: PathBuf,
+}
+
+impl Config {
+    /// Checks the settings and resolves defaults; errors say which setting is wrong.
+    pub fn resolve(&self) -> Result<Resolved, String> {
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("SAFEHAND_") && !KNOWN_ENV.contains(&name.as_ref()) {
+                return Err(format!(
+                    "unknown setting {name} in the environment; known settings: {}",
+                    KNOWN_ENV.join(", ")
+                ));
+            }
+        }
+        if self.session_idle_timeout > self.session_max_age {
+            return Err("--session-idle-timeout cannot be longer than --session-max-age".into());
+        }
+        let public_url = match &self.public_url {
+            Some(u) => {
+                let u = u.trim().trim_end_matches('/').to_string();
+                if !(u.starts_with("http://") || u.starts_with("https://")) || u.len() < 10 {
+                    return Err(format!(
+                        "--public-url / SAFEHAND_PUBLIC_URL must start with https:// or http:// (got `{u}`)"
+                    ));
+                }
+                if u.contains(char::is_whitespace) || u.contains('?') || u.contains('#') {
+                    return Err(format!("--public-url `{u}` must be a plain base address"));
+                }
+                u
+            }
+            None => format!("http://{}", self.listen),
+        };
+        let database_url = match (&self.database_url, &self.database_url_file) {
+            (Some(_), Some(_)) => {
+                return Err("give either DATABASE_URL or DATABASE_URL_FILE, not both".into())
+            }
+            (Some(u), None) => u.clone(),
+            (None, Some(path)) => SecretString::from(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read DATABASE_URL_FILE {}: {e}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            (None, None) => SecretString::from(format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("safehand.db").display()
+            )),
+        };
+        let url = database_url.expose_secret();
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres:")
+            || url.starts_with("postgresql:"))
+        {
+            return Err("DATABASE_URL must start with sqlite:// or postgres://".into());
+        }
+        if self.server_key.is_some() && self.server_key_file.is_some() {
+            return Err(
+                "give either SAFEHAND_SERVER_KEY or SAFEHAND_SERVER_KEY_FILE, not both".into(),
+            );
+        }
+        Ok(Resolved {
+            listen: self.listen,
+            data_dir: self.data_dir.clone(),
+            public_url,
+            database_url,
+            server_key: self.server_key.clone(),
+            server_key_file: self
+                .server_key_file
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("server.key")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration_secs("15m"), Ok(900));
+        assert_eq!(duration_secs("90"), Ok(90));
+        assert_eq!(duration_secs("12h"), Ok(43_200));
+        assert!(duration_secs("0s").is_err());
+        assert!(duration_secs("soon").is_err());
+        assert!(duration_secs("5y").is_err());
+    }
+
+    #[test]
+    fn database_url_is_redacted_in_debug() {
+        let cli = Cli::parse_from([
+            "safehand-server",
+            "--database-url",
+            "postgres://u:hunter2hunter2@db/x",
+        ]);
+        assert!(!format!("{cli:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_public_url_is_refused() {
+        let cli = Cli::parse_from(["safehand-server", "--public-url", "ftp://x"]);
+        assert!(cli.config.resolve().unwrap_err().contains("--public-url"));
+    }
+}

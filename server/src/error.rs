@@ -1,0 +1,44 @@
+//! The service's one error type. Domain code returns it; `http::error` turns it into a page or
+//! a JSON body. Internal details are logged with an id and never sent to the browser.
+
+/// Everything that can go wrong while serving a request.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No valid session or API token.
+    #[error("You need to sign in.")]
+    NotSignedIn,
+    /// The session existed but has ended (idle or absolute timeout).
+    #[error("Your session has ended. Sign in again.")]
+    SessionEnded,
+    /// Signed in, but the account's roles do not allow this.
+    #[error("You do not have permission to see this page.")]
+    Forbidden,
+    /// Nothing here.
+    #[error("Page not found.")]
+    NotFound,
+    /// The form's CSRF token is missing or wrong.
+    #[error("This form has expired or was not sent from this service. Go back, reload the page and try again.")]
+    Csrf,
+    /// Input the service cannot accept; the message says what to do.
+    #[error("{0}")]
+    BadInput(String),
+    /// The link (setup, enrolment) is unknown, used or expired.
+    #[error("This link is not valid: it may have been used already or have expired. Ask an administrator for a new one.")]
+    LinkNotValid,
+    /// A database failure (logged, not shown).
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Any other internal failure (logged, not shown).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<crate::keys::KeyError> for Error {
+    fn from(e: crate::keys::KeyError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// Result with the service's error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,322 @@
+//! The account page: password, sessions ("sign out everywhere"), API tokens, recovery codes,
+//! and the owner's own failed sign-ins.
+
+use super::extract::{clear_session_cookie, Authenticated};
+use super::form::{CsrfToken, Form};
+use super::templates::{
+    render, when, AccountPage, FailureRow, FormErrors, Layout, MessagePage, RecoveryCodesPage,
+    SessionRow, TokenCreatedPage, TokenRow,
+};
+use crate::accounts::{self, format_roles, Role};
+use crate::audit::{self, Filter};
+use crate::{passwords, sessions, tokens, AppState, Error, Result};
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde_json::json;
+use zeroize::Zeroizing;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/account", get(account_get))
+        .route("/account/password", post(account_password_post))
+        .route(
+            "/account/sign-out-everywhere",
+            post(account_sign_out_everywhere_post),
+        )
+        .route("/account/tokens", post(account_tokens_post))
+        .route(
+            "/account/tokens/{id}/revoke",
+            post(account_token_revoke_post),
+        )
+        .route("/account/recovery-codes", post(account_recovery_codes_post))
+}
+
+/// Failed sign-ins for an email over the last 30 days, from the audit log.
+pub(super) async fn failures_for(state: &AppState, email: &str) -> Result<Vec<FailureRow>> {
+    let now = state.clock.now();
+    let records = audit::search(
+        &state.db,
+        &Filter {
+            user: String::new(),
+            action: "sign_in_failed".into(),
+            from: String::new(),
+            to: String::new(),
+        },
+        500,
+    )
+    .await?;
+    Ok(records
+        .into_iter()
+        .filter(|r| r.subject == email && r.at >= now - 30 * 86_400)
+        .take(20)
+        .map(|r| FailureRow {
+            at: when(r.at),
+            address: r.address,
+            reason: serde_json::from_str::<serde_json::Value>(&r.details)
+                .ok()
+                .and_then(|v| v.get("reason").and_then(|x| x.as_str()).map(str::to_string))
+                .unwrap_or_default(),
+        })
+        .collect())
+}
+
+async fn account_page(
+    state: &AppState,
+    auth: &Authenticated,
+    csrf: &str,
+    errors: FormErrors,
+    notice: Option<String>,
+    token_name: &str,
+) -> Result<AccountPage> {
+    let now = state.clock.now();
+    let current = auth
+        .session
+        .as_ref()
+        .map(|s| s.hash.clone())
+        .unwrap_or_default();
+    let sessions = sessions::list(&state.db, auth.user.id)
+        .await?
+        .into_iter()
+        .map(|s| SessionRow {
+            started: when(s.created_at),
+            last_seen: when(s.last_seen_at),
+            address: s.address,
+            browser: s.user_agent,
+            current: s.hash == current,
+        })
+        .collect();
+    let tokens = tokens::list(&state.db, auth.user.id)
+        .await?
+        .into_iter()
+        .map(|t| TokenRow {
+            id: t.id,
+            live: t.is_live(now),
+            state: if t.revoked_at.is_some() {
+                "revoked"
+            } else if now >= t.expires_at {
+                "expired"
+            } else {
+                "active"
+            },
+            name: t.name,
+            scopes: format_roles(&t.scopes),
+            created: when(t.created_at),
+            expires: when(t.expires_at),
+            last_used: t.last_used_at.map(when).unwrap_or_else(|| "never".into()),
+        })
+        .collect();
+    Ok(AccountPage {
+        layout: Layout::signed_in(auth, csrf),
+        email: auth.user.email.clone(),
+        name: auth.user.name.clone(),
+        roles: format_roles(&auth.user.roles),
+        role_options: auth.user.roles.iter().map(|r| r.as_str()).collect(),
+        sessions,
+        tokens,
+        failures: failures_for(state, &auth.user.email).await?,
+        recovery_left: accounts::recovery_codes_left(&state.db, auth.user.id).await?,
+        errors,
+        notice,
+        token_name: token_name.to_string(),
+    })
+}
+
+/// Pages that change the account need a browser session (not an API token).
+fn require_browser(auth: &Authenticated) -> Result<()> {
+    if auth.session.is_some() {
+        Ok(())
+    } else {
+        Err(Error::Forbidden)
+    }
+}
+
+async fn account_get(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    csrf: CsrfToken,
+) -> Result<Response> {
+    require_browser(&auth)?;
+    Ok(render(
+        &account_page(&state, &auth, &csrf.0, FormErrors::default(), None, "").await?,
+    ))
+}
+
+async fn account_password_post(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    form: Form,
+) -> Result<Response> {
+    require_browser(&auth)?;
+    let now = state.clock.now();
+    let mut errors = FormErrors::default();
+    let current = Zeroizing::new(form.get("current").to_string());
+    let stored = accounts::password_hash(&state.db, auth.user.id).await?;
+    if current.is_empty()
+        || current.chars().count() > passwords::MAX_CHARS
+        || !passwords::verify_async(current, stored).await
+    {
+        errors.add("current", "Your current password is not right.");
+    } else {
+        let (password, confirm) = (form.get("password"), form.get("confirm"));
+        if password.is_empty() {
+            errors.add("password", "Enter a new password.");
+        } else if let Err(m) = passwords::check_new(password, &auth.user.email, &auth.user.name) {
+            errors.add("password", m);
+        } else if password != confirm {
+            errors.add(
+                "confirm",
+                "The two passwords are not the same. Type them again.",
+            );
+        }
+    }
+    if !errors.is_empty() {
+        let page = account_page(&state, &auth, &form.csrf, errors, None, "").await?;
+        return Ok((StatusCode::BAD_REQUEST, render(&page)).into_response());
+    }
+    let hash = passwords::hash_async(Zeroizing::new(form.get("password").to_string())).await?;
+    let keep = auth.session.as_ref().map(|s| s.hash.as_str());
+    accounts::change_password(&state.db, now, &auth.actor(), &auth.user, hash, keep).await?;
+    let page = account_page(&state, &auth, &form.csrf, FormErrors::default(), Some("Your password has been changed. You have been signed out everywhere else and your API tokens have been revoked.".into()), "").await?;
+    Ok(render(&page))
+}
+
+async fn account_sign_out_everywhere_post(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    form: Form,
+) -> Result<Response> {
+    require_browser(&auth)?;
+    let now = state.clock.now();
+    let ended = sessions::end_all(&state.db, auth.user.id, None).await?;
+    audit::record(
+        &state.db,
+        now,
+        &auth.actor(),
+        "sign_out_everywhere",
+        &auth.user.email,
+        json!({ "sessions_ended": ended }),
+    )
+    .await?;
+    Ok((
+        [(
+            header::SET_COOKIE,
+            clear_session_cookie(state.settings.https),
+        )],
+        render(&MessagePage {
+            layout: Layout::visitor(&form.csrf),
+            title: "You have signed out everywhere".into(),
+            message: format!("All {ended} of your sessions have ended, including this one."),
+            link_href: "/sign-in".into(),
+            link_text: "Sign in again".into(),
+        }),
+    )
+        .into_response())
+}
+
+async fn account_tokens_post(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    form: Form,
+) -> Result<Response> {
+    require_browser(&auth)?;
+    let now = state.clock.now();
+    let name = form.get("token_name").trim().to_string();
+    let mut errors = FormErrors::default();
+    if name.is_empty() {
+        errors.add(
+            "token_name",
+            "Enter a name for the token, such as the computer it is for.",
+        );
+    } else if name.chars().count() > 100 || name.chars().any(char::is_control) {
+        errors.add(
+            "token_name",
+            "The name must be at most 100 ordinary characters.",
+        );
+    }
+    let days: i64 = match form.get("days").trim().parse() {
+        Ok(d) if (1..=365).contains(&d) => d,
+        _ => {
+            errors.add("days", "Enter a number of days from 1 to 365.");
+            0
+        }
+    };
+    let mut scopes = Vec::new();
+    for value in form.all("scope") {
+        match Role::parse(value) {
+            Some(r) if auth.user.has(r) => scopes.push(r),
+            _ => {
+                errors.add(
+                    "scope-staff",
+                    "A token can only have roles your account holds.",
+                );
+                break;
+            }
+        }
+    }
+    if scopes.is_empty() && errors.get("scope-staff").is_none() {
+        errors.add("scope-staff", "Choose at least one role for the token.");
+    }
+    if !errors.is_empty() {
+        let page = account_page(&state, &auth, &form.csrf, errors, None, &name).await?;
+        return Ok((StatusCode::BAD_REQUEST, render(&page)).into_response());
+    }
+    let (secret, token) =
+        tokens::create(&state.db, now, auth.user.id, &name, &scopes, days).await?;
+    audit::record(&state.db, now, &auth.actor(), "token_created", &auth.user.email, json!({ "token_id": token.id, "name": name, "scopes": format_roles(&scopes), "expires_at": token.expires_at })).await?;
+    Ok(render(&TokenCreatedPage {
+        layout: Layout::signed_in(&auth, &form.csrf),
+        name,
+        token: secret,
+        scopes: format_roles(&scopes),
+        expires: when(token.expires_at),
+    }))
+}
+
+async fn account_token_revoke_post(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    Path(id): Path<i64>,
+    _form: Form,
+) -> Result<Response> {
+    require_browser(&auth)?;
+    let now = state.clock.now();
+    if !tokens::revoke(&state.db, now, auth.user.id, id).await? {
+        return Err(Error::NotFound);
+    }
+    audit::record(
+        &state.db,
+        now,
+        &auth.actor(),
+        "token_revoked",
+        &auth.user.email,
+        json!({ "token_id": id }),
+    )
+    .await?;
+    Ok(Redirect::to("/account").into_response())
+}
+
+async fn account_recovery_codes_post(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    form: Form,
+) -> Result<Response> {
+    require_browser(&auth)?;
+    let now = state.clock.now();
+    let codes = accounts::new_recovery_codes(&state.db, &state.keys, auth.user.id).await?;
+    audit::record(
+        &state.db,
+        now,
+        &auth.actor(),
+        "recovery_codes_replaced",
+        &auth.user.email,
+        json!({}),
+    )
+    .await?;
+    Ok(render(&RecoveryCodesPage {
+        layout: Layout::signed_in(&auth, &form.csrf),
+        codes,
+    }))
+}

@@ -1,0 +1,140 @@
+//! Forms and CSRF protection. Every visitor gets a random `safehand_csrf` cookie (HttpOnly,
+//! SameSite=Strict); every form carries HMAC(server key, that cookie) in a hidden `csrf`
+//! field. A POST whose field does not match its cookie is refused before anything changes.
+//! Another site can neither read the cookie nor compute the token.
+
+use super::extract::cookie;
+use super::CSRF_COOKIE;
+use crate::keys::{new_token, same};
+use crate::{AppState, Error};
+use axum::body::{to_bytes, Body};
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderValue};
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// The CSRF cookie value for this request (set by [`ensure_csrf_cookie`]).
+#[derive(Clone, Debug)]
+struct CsrfCookie(String);
+
+/// Gives a browser a CSRF cookie when it has none.
+pub(super) async fn ensure_csrf_cookie(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let existing = cookie(request.headers(), CSRF_COOKIE).filter(|v| v.len() == 43);
+    let (value, fresh) = match existing {
+        Some(v) => (v, false),
+        None => (new_token(), true),
+    };
+    request.extensions_mut().insert(CsrfCookie(value.clone()));
+    let mut response = next.run(request).await;
+    if fresh {
+        let set = format!(
+            "{CSRF_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{}",
+            if state.settings.https { "; Secure" } else { "" }
+        );
+        if let Ok(v) = HeaderValue::from_str(&set) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+/// The token to put in a form's hidden `csrf` field.
+#[derive(Clone, Debug)]
+pub struct CsrfToken(pub String);
+
+impl FromRequestParts<AppState> for CsrfToken {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let cookie = parts
+            .extensions
+            .get::<CsrfCookie>()
+            .ok_or_else(|| Error::Internal("CSRF layer missing".into()))?;
+        Ok(Self(state.keys.csrf_token(&cookie.0)))
+    }
+}
+
+/// A submitted form whose CSRF token has been checked. Fields are read by name; repeated
+/// names (checkboxes) are kept in order.
+#[derive(Debug)]
+pub struct Form {
+    fields: Vec<(String, String)>,
+    /// A fresh token for re-rendering the form.
+    pub csrf: String,
+}
+
+impl Form {
+    /// The first value of a field, or "" when absent.
+    pub fn get(&self, name: &str) -> &str {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    /// Every value of a repeated field.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        self.fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+impl FromRequest<AppState> for Form {
+    type Rejection = Error;
+
+    async fn from_request(request: Request<Body>, state: &AppState) -> Result<Self, Error> {
+        let (parts, body) = request.into_parts();
+        let expected = parts
+            .extensions
+            .get::<CsrfCookie>()
+            .map(|c| state.keys.csrf_token(&c.0))
+            .ok_or_else(|| Error::Internal("CSRF layer missing".into()))?;
+        let is_form = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if !is_form {
+            return Err(Error::BadInput(
+                "This page expects a form sent from the service's own pages.".into(),
+            ));
+        }
+        let bytes = to_bytes(body, super::MAX_FORM_BYTES).await.map_err(|_| {
+            Error::BadInput(format!(
+                "The form was too large (more than {} KB). Shorten what you typed and try again.",
+                super::MAX_FORM_BYTES / 1024
+            ))
+        })?;
+        let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&bytes).map_err(|_| {
+            Error::BadInput(
+                "The form could not be read. Go back, reload the page and try again.".into(),
+            )
+        })?;
+        let sent = fields
+            .iter()
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        if !same(sent, &expected) {
+            return Err(Error::Csrf);
+        }
+        if fields.iter().any(|(_, v)| v.contains('\0')) {
+            return Err(Error::BadInput(
+                "The form contained characters the service cannot accept.".into(),
+            ));
+        }
+        Ok(Self {
+            fields,
+            csrf: expected,
+        })
+    }
+}

@@ -1,0 +1,34 @@
+//! The home page: one section per role the person holds.
+
+use super::extract::Authenticated;
+use super::form::CsrfToken;
+use super::templates::{render, HomePage, Layout};
+use crate::accounts::{self, Role};
+use crate::{AppState, Result};
+use axum::extract::State;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+
+pub(super) fn router() -> Router<AppState> {
+    Router::new().route("/", get(home_get))
+}
+
+async fn home_get(
+    State(state): State<AppState>,
+    auth: Authenticated,
+    csrf: CsrfToken,
+) -> Result<Response> {
+    let recovery_left = accounts::recovery_codes_left(&state.db, auth.user.id).await?;
+    Ok(render(&HomePage {
+        layout: Layout::signed_in(&auth, &csrf.0),
+        name: auth.user.name.clone(),
+        roles: auth.roles.iter().map(|r| r.as_str()).collect(),
+        is_staff: auth.has(Role::Staff),
+        is_approver: auth.has(Role::Approver),
+        is_admin: auth.has(Role::Admin),
+        is_technician: auth.has(Role::Technician),
+        recovery_left,
+        notice: None,
+    }))
+}

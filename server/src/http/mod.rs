@@ -1,0 +1,53 @@
+//! Everything HTTP: the router, cookies, CSRF, security headers, metrics, and one module per
+//! feature (each builds its own `Router`; handlers are named `<page>_<verb>`).
+
+mod account;
+mod admin;
+mod api;
+mod auth;
+mod error;
+mod extract;
+mod form;
+mod health;
+mod home;
+mod layers;
+mod templates;
+
+pub use error::ErrorInfo;
+pub use extract::{Admin, Approver, Authenticated, MaybeAuthenticated, Staff, Technician};
+
+use crate::AppState;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware::{from_fn, from_fn_with_state, map_response};
+use axum::routing::get;
+use axum::Router;
+
+/// Largest form body accepted (a sign-in or settings form is a few hundred bytes).
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "safehand_session";
+/// The CSRF cookie's name.
+pub const CSRF_COOKIE: &str = "safehand_csrf";
+
+/// The whole service's router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(auth::router())
+        .merge(home::router())
+        .merge(account::router())
+        .merge(admin::router())
+        .nest(
+            "/api/v1",
+            api::router().layer(map_response(error::json_errors)),
+        )
+        .route("/static/style.css", get(layers::stylesheet))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .layer(from_fn_with_state(state.clone(), form::ensure_csrf_cookie))
+        .layer(from_fn_with_state(state.clone(), layers::security_headers))
+        .layer(from_fn_with_state(state.clone(), layers::record_metrics))
+        .layer(from_fn(layers::log_errors))
+        .with_state(state)
+}

@@ -1,0 +1,240 @@
+//! The server key: a 256-bit secret kept outside the database (a key file in the data folder,
+//! created with mode 0600 when absent, or given by configuration). Secrets at rest (TOTP seeds)
+//! are sealed under a key derived from it with AES-256-GCM; CSRF tokens and recovery-code hashes
+//! are HMAC-SHA-256 under other derived keys, so one purpose's key never serves another.
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::Path;
+use zeroize::Zeroizing;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// Version byte in front of every sealed value, so the key can be rotated later.
+const SEALED_V1: u8 = 1;
+
+/// Problems with the server key.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key file could not be read or created.
+    #[error("cannot use the server key file {path}: {source}")]
+    File {
+        /// The key file.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The key is not 32 bytes of base64 or hex.
+    #[error("the server key must be 32 bytes, written as 64 hex digits or base64 ({0})")]
+    Malformed(String),
+    /// A sealed value did not authenticate under this key.
+    #[error("a stored secret could not be decrypted with the server key")]
+    Unseal,
+}
+
+/// The keys derived from the server key. Debug never shows them.
+pub struct ServerKeys {
+    seal: Zeroizing<[u8; 32]>,
+    csrf: Zeroizing<[u8; 32]>,
+    codes: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ServerKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerKeys([redacted])")
+    }
+}
+
+impl ServerKeys {
+    /// Derives the purpose keys from the 32-byte server key.
+    pub fn from_master(master: &[u8; 32]) -> Self {
+        let derive = |label: &[u8]| {
+            let mut out = Zeroizing::new([0u8; 32]);
+            let mut mac = <HmacSha256 as Mac>::new_from_slice(master).unwrap_or_else(|_| {
+                // HMAC accepts keys of any length; this branch cannot run.
+                unreachable_hmac()
+            });
+            mac.update(label);
+            out.copy_from_slice(&mac.finalize().into_bytes());
+            out
+        };
+        Self {
+            seal: derive(b"safehand server key: seal secrets at rest v1"),
+            csrf: derive(b"safehand server key: csrf tokens v1"),
+            codes: derive(b"safehand server key: recovery codes v1"),
+        }
+    }
+
+    /// Parses a key written as 64 hex digits or base64 of 32 bytes.
+    pub fn parse(text: &str) -> Result<Self, KeyError> {
+        let text = text.trim();
+        let bytes = Zeroizing::new(
+            hex::decode(text)
+                .ok()
+                .or_else(|| {
+                    use base64::Engine;
+                    base64::engine::general_purpose::STANDARD.decode(text).ok()
+                })
+                .ok_or_else(|| KeyError::Malformed("not hex or base64".into()))?,
+        );
+        let master: Zeroizing<[u8; 32]> = Zeroizing::new(
+            bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| KeyError::Malformed(format!("{} bytes", bytes.len())))?,
+        );
+        Ok(Self::from_master(&master))
+    }
+
+    /// Reads the key file, or creates it (mode 0600) with a new random key when it is absent.
+    pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
+        let file_err = |source| KeyError::File {
+            path: path.display().to_string(),
+            source,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut master = Zeroizing::new([0u8; 32]);
+                rand::rngs::OsRng.fill_bytes(master.as_mut());
+                let text = Zeroizing::new(hex::encode(master.as_ref()));
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    options.mode(0o600);
+                }
+                let mut file = options.open(path).map_err(file_err)?;
+                file.write_all(text.as_bytes()).map_err(file_err)?;
+                file.write_all(b"\n").map_err(file_err)?;
+                file.sync_all().map_err(file_err)?;
+                Ok(Self::from_master(&master))
+            }
+            Err(e) => Err(file_err(e)),
+        }
+    }
+
+    /// Encrypts `plaintext` with AES-256-GCM; `context` (e.g. "totp-seed:42") is bound as
+    /// associated data so a sealed value cannot be moved to another row.
+    pub fn seal(&self, context: &str, plaintext: &[u8]) -> Vec<u8> {
+        let cipher = Aes256Gcm::new(self.seal.as_ref().into());
+        let mut nonce = [0u8; 12];
+        rand::rngs::OsRng.fill_bytes(&mut nonce);
+        let payload = Payload {
+            msg: plaintext,
+            aad: context.as_bytes(),
+        };
+        // Encryption with a valid key and a buffer in memory cannot fail.
+        let body = cipher
+            .encrypt(Nonce::from_slice(&nonce), payload)
+            .unwrap_or_default();
+        let mut out = Vec::with_capacity(1 + 12 + body.len());
+        out.push(SEALED_V1);
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decrypts a value made by [`ServerKeys::seal`] with the same `context`.
+    pub fn unseal(&self, context: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+        if sealed.len() < 1 + 12 + 16 || sealed[0] != SEALED_V1 {
+            return Err(KeyError::Unseal);
+        }
+        let cipher = Aes256Gcm::new(self.seal.as_ref().into());
+        let payload = Payload {
+            msg: &sealed[13..],
+            aad: context.as_bytes(),
+        };
+        cipher
+            .decrypt(Nonce::from_slice(&sealed[1..13]), payload)
+            .map(Zeroizing::new)
+            .map_err(|_| KeyError::Unseal)
+    }
+
+    /// The CSRF token for a browser's CSRF cookie value.
+    pub fn csrf_token(&self, cookie_value: &str) -> String {
+        hex::encode(hmac(&self.csrf, cookie_value.as_bytes()))
+    }
+
+    /// Keyed hash of a recovery code for one user: a stolen database alone cannot be searched.
+    pub fn recovery_code_hash(&self, user_id: i64, code: &str) -> String {
+        let message = format!("{user_id}:{code}");
+        hex::encode(hmac(&self.codes, message.as_bytes()))
+    }
+}
+
+fn hmac(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
+    let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
+    mac.update(message);
+    mac.finalize().into_bytes().into()
+}
+
+#[allow(clippy::panic)]
+fn unreachable_hmac() -> HmacSha256 {
+    panic!("HMAC-SHA-256 accepts keys of any length")
+}
+
+/// SHA-256 in hex: how session ids, API tokens and enrolment links are stored (they are
+/// 256-bit random values, so an unsalted hash is enough to make a stolen table useless).
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// A new random 256-bit token, base64url without padding.
+pub fn new_token() -> String {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Constant-time comparison of two strings (tokens, CSRF values).
+pub fn same(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_values_open_only_in_their_context_and_under_their_key() {
+        let keys = ServerKeys::from_master(&[7u8; 32]);
+        let sealed = keys.seal("totp-seed:1", b"seed bytes");
+        assert_eq!(
+            keys.unseal("totp-seed:1", &sealed).unwrap().as_slice(),
+            b"seed bytes"
+        );
+        assert!(keys.unseal("totp-seed:2", &sealed).is_err());
+        let other = ServerKeys::from_master(&[8u8; 32]);
+        assert!(other.unseal("totp-seed:1", &sealed).is_err());
+        let mut tampered = sealed.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(keys.unseal("totp-seed:1", &tampered).is_err());
+    }
+
+    #[test]
+    fn key_file_is_created_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("server.key");
+        let first = ServerKeys::load_or_create(&path).unwrap();
+        let sealed = first.seal("x", b"y");
+        let again = ServerKeys::load_or_create(&path).unwrap();
+        assert_eq!(again.unseal("x", &sealed).unwrap().as_slice(), b"y");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(format!("{first:?}").contains("redacted"));
+    }
+}
