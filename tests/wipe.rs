@@ -4,6 +4,9 @@
 //! and are skipped with a message otherwise. They share the kernel's loop devices and
 //! mount table, so they run one at a time (`SERIAL`).
 
+// A failed step in a test should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::fs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -13,14 +16,18 @@ use std::time::{Duration, Instant};
 
 use safehand_tests::{external_tool, workspace_binary};
 
-mod proof;
 mod passes;
+mod proof;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
 /// Holds the test lock; returns None (skip) when not root and not in CI.
 fn setup() -> Option<MutexGuard<'static, ()>> {
-    let uid = Command::new("id").arg("-u").output().ok().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
     if uid.as_deref() != Some("0") {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("the wipe tests need root (loop devices); CI=true forbids skipping");
@@ -35,13 +42,19 @@ fn setup() -> Option<MutexGuard<'static, ()>> {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     out
 }
 
 fn run_ok(cmd: &mut Command) -> String {
     let out = run(cmd);
-    assert!(out.status.success(), "{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -59,8 +72,17 @@ impl LoopDevice {
     fn with_args(backing: &Path, size: u64, extra: &[&str]) -> Self {
         let file = fs::File::create(backing).expect("create backing file");
         file.set_len(size).expect("size backing file");
-        let out = run_ok(Command::new("losetup").arg("-f").arg("--show").args(extra).arg(backing));
-        LoopDevice { path: out.trim().to_string(), backing: backing.to_path_buf() }
+        let out = run_ok(
+            Command::new("losetup")
+                .arg("-f")
+                .arg("--show")
+                .args(extra)
+                .arg(backing),
+        );
+        LoopDevice {
+            path: out.trim().to_string(),
+            backing: backing.to_path_buf(),
+        }
     }
 
     fn name(&self) -> &str {
@@ -69,14 +91,25 @@ impl LoopDevice {
 
     /// Reads the whole device, bypassing the page cache.
     fn read_all(&self) -> Vec<u8> {
-        let out = run(Command::new("dd").arg(format!("if={}", self.path)).args(["bs=1M", "iflag=direct", "status=none"]));
-        assert!(out.status.success(), "dd read failed: {}", String::from_utf8_lossy(&out.stderr));
+        let out = run(Command::new("dd").arg(format!("if={}", self.path)).args([
+            "bs=1M",
+            "iflag=direct",
+            "status=none",
+        ]));
+        assert!(
+            out.status.success(),
+            "dd read failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     }
 
     fn set_rotational(&self, rotational: bool) {
-        fs::write(format!("/sys/block/{}/queue/rotational", self.name()), if rotational { "1" } else { "0" })
-            .expect("set rotational flag of the loop device");
+        fs::write(
+            format!("/sys/block/{}/queue/rotational", self.name()),
+            if rotational { "1" } else { "0" },
+        )
+        .expect("set rotational flag of the loop device");
     }
 }
 
@@ -111,13 +144,20 @@ struct Safehand {
 
 impl Safehand {
     fn new() -> Self {
-        Safehand { config: tempfile::tempdir().expect("tempdir") }
+        Safehand {
+            config: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     fn cmd(&self) -> Command {
         let mut cmd = Command::new(workspace_binary("safehand"));
-        cmd.env("XDG_CONFIG_HOME", self.config.path()).stdin(Stdio::null());
-        for var in ["SAFEHAND_WIPE_TEST_DIR", "SAFEHAND_WIPE_TEST_STEP", "SAFEHAND_WIPE_TEST_PAUSE_AT"] {
+        cmd.env("XDG_CONFIG_HOME", self.config.path())
+            .stdin(Stdio::null());
+        for var in [
+            "SAFEHAND_WIPE_TEST_DIR",
+            "SAFEHAND_WIPE_TEST_STEP",
+            "SAFEHAND_WIPE_TEST_PAUSE_AT",
+        ] {
             cmd.env_remove(var);
         }
         cmd
@@ -127,7 +167,16 @@ impl Safehand {
     fn wipe(&self, target: &str, method: &str, cert: &Path, extra: &[&str]) -> Output {
         run(self
             .cmd()
-            .args(["wipe", target, "--method", method, "--yes", "--expect-serial", target, "--certificate"])
+            .args([
+                "wipe",
+                target,
+                "--method",
+                method,
+                "--yes",
+                "--expect-serial",
+                target,
+                "--certificate",
+            ])
             .arg(cert)
             .args(extra))
     }
@@ -146,7 +195,8 @@ fn stdout(out: &Output) -> String {
 }
 
 fn certificate(path: &Path) -> serde_json::Value {
-    let bytes = fs::read(path).unwrap_or_else(|e| panic!("no certificate at {}: {e}", path.display()));
+    let bytes =
+        fs::read(path).unwrap_or_else(|e| panic!("no certificate at {}: {e}", path.display()));
     let doc: serde_json::Value = serde_json::from_slice(&bytes).expect("certificate is JSON");
     doc["certificate"].clone()
 }
@@ -156,7 +206,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 fn fill_marker(device: &str, marker: &[u8], copies: usize) {
-    let mut file = fs::OpenOptions::new().write(true).open(device).expect("open device");
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .open(device)
+        .expect("open device");
     for i in 0..copies {
         let _ = i;
         file.write_all(marker).expect("write marker");
@@ -168,11 +221,20 @@ fn fill_marker(device: &str, marker: &[u8], copies: usize) {
 fn devices_lists_loop_device_with_its_facts_and_use() {
     let Some(_guard) = setup() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let dev = LoopDevice::with_args(&dir.path().join("img"), 16 << 20, &["--sector-size", "4096"]);
+    let dev = LoopDevice::with_args(
+        &dir.path().join("img"),
+        16 << 20,
+        &["--sector-size", "4096"],
+    );
     let sh = Safehand::new();
     let find = |json: &str| -> serde_json::Value {
         let all: serde_json::Value = serde_json::from_str(json).expect("devices --json is JSON");
-        all.as_array().unwrap().iter().find(|d| d["path"] == dev.path.as_str()).cloned().expect("loop device listed")
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["path"] == dev.path.as_str())
+            .cloned()
+            .expect("loop device listed")
     };
     let entry = find(&run_ok(sh.cmd().args(["devices", "--json"])));
     assert_eq!(entry["size_bytes"], 16 << 20);
@@ -184,11 +246,27 @@ fn devices_lists_loop_device_with_its_facts_and_use() {
     run_ok(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&dev.path));
     let _m = Mounted::new(&dev.path, &dir.path().join("mnt"));
     let entry = find(&run_ok(sh.cmd().args(["devices", "--json"])));
-    assert!(entry["in_use"][0].as_str().unwrap().contains("mounted"), "{entry}");
+    assert!(
+        entry["in_use"][0].as_str().unwrap().contains("mounted"),
+        "{entry}"
+    );
     let table = run_ok(sh.cmd().arg("devices"));
-    assert!(table.lines().any(|l| l.starts_with(&dev.path) && l.contains("mounted")), "{table}");
-    let root = serde_json::from_str::<serde_json::Value>(&run_ok(sh.cmd().args(["devices", "--json"]))).unwrap();
-    assert!(root.as_array().unwrap().iter().any(|d| d["holds_running_system"] == true), "the disk holding / is marked");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&dev.path) && l.contains("mounted")),
+        "{table}"
+    );
+    let root =
+        serde_json::from_str::<serde_json::Value>(&run_ok(sh.cmd().args(["devices", "--json"])))
+            .unwrap();
+    assert!(
+        root.as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["holds_running_system"] == true),
+        "the disk holding / is marked"
+    );
 }
 
 #[test]
@@ -205,7 +283,10 @@ fn refuses_a_mounted_device_and_says_what_to_do() {
     let out = sh.wipe(&dev.path, "zero", &cert, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("is mounted at") && err.contains(mnt.to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("is mounted at") && err.contains(mnt.to_str().unwrap()),
+        "{err}"
+    );
     assert!(err.contains("umount"), "{err}");
     assert!(!cert.exists(), "no certificate for a refused wipe");
     assert_eq!(fs::read(mnt.join("keep.txt")).unwrap(), b"KEEP-ME-MOUNTED");
@@ -214,15 +295,34 @@ fn refuses_a_mounted_device_and_says_what_to_do() {
 #[test]
 fn refuses_a_disk_whose_partition_is_mounted() {
     let Some(_guard) = setup() else { return };
-    let Some(sfdisk) = external_tool("sfdisk") else { return };
+    let Some(sfdisk) = external_tool("sfdisk") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("img");
     fs::File::create(&img).unwrap().set_len(48 << 20).unwrap();
-    let mut child = Command::new(sfdisk).arg(&img).stdin(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
-    child.stdin.take().unwrap().write_all(b"label: gpt\n,16M,L\n,,L\n").unwrap();
+    let mut child = Command::new(sfdisk)
+        .arg(&img)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: gpt\n,16M,L\n,,L\n")
+        .unwrap();
     assert!(child.wait().unwrap().success());
-    let out = run_ok(Command::new("losetup").args(["-f", "--show", "-P"]).arg(&img));
-    let dev = LoopDevice { path: out.trim().to_string(), backing: img.clone() };
+    let out = run_ok(
+        Command::new("losetup")
+            .args(["-f", "--show", "-P"])
+            .arg(&img),
+    );
+    let dev = LoopDevice {
+        path: out.trim().to_string(),
+        backing: img.clone(),
+    };
     let part = format!("{}p2", dev.path);
     if !Path::new(&part).exists() {
         // Some kernels do not scan loop devices' partition tables themselves; partx tells them.
@@ -260,14 +360,18 @@ fn refuses_swap_in_use() {
     let out = sh.wipe(&dev.path, "zero", &dir.path().join("c.json"), &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("in use as swap") && err.contains("swapoff"), "{err}");
+    assert!(
+        err.contains("in use as swap") && err.contains("swapoff"),
+        "{err}"
+    );
 }
 
 #[test]
 fn refuses_the_disk_holding_the_running_system() {
     let Some(_guard) = setup() else { return };
     let sh = Safehand::new();
-    let all: serde_json::Value = serde_json::from_str(&run_ok(sh.cmd().args(["devices", "--json"]))).unwrap();
+    let all: serde_json::Value =
+        serde_json::from_str(&run_ok(sh.cmd().args(["devices", "--json"]))).unwrap();
     let root = all
         .as_array()
         .unwrap()
@@ -281,7 +385,16 @@ fn refuses_the_disk_holding_the_running_system() {
     // nothing would be written to this machine's own disk.
     let out = run(sh
         .cmd()
-        .args(["wipe", path, "--method", "zero", "--yes", "--expect-serial", "not-this-disk", "--certificate"])
+        .args([
+            "wipe",
+            path,
+            "--method",
+            "zero",
+            "--yes",
+            "--expect-serial",
+            "not-this-disk",
+            "--certificate",
+        ])
         .arg(dir.path().join("c.json")));
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
@@ -297,13 +410,22 @@ fn write_errors_give_failed_with_the_byte_range_and_the_wipe_continues() {
     let dir = tempfile::tempdir().unwrap();
     let small = dir.path().join("small");
     fs::create_dir(&small).unwrap();
-    run_ok(Command::new("mount").args(["-t", "tmpfs", "-o", "size=8M", "tmpfs"]).arg(&small));
+    run_ok(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8M", "tmpfs"])
+            .arg(&small),
+    );
     let _m = Mounted(small.clone());
     let dev = LoopDevice::new(&small.join("img"), 16 << 20);
     let sh = Safehand::new();
     let cert = dir.path().join("c.json");
     let out = sh.wipe(&dev.path, "custom:55,aa", &cert, &["--verify", "all"]);
-    assert_eq!(out.status.code(), Some(3), "FAILED exits 3: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "FAILED exits 3: {}",
+        stderr(&out)
+    );
     assert!(stdout(&out).starts_with("FAILED"), "{}", stdout(&out));
     let c = certificate(&cert);
     assert_eq!(c["result"], "FAILED");
@@ -316,14 +438,20 @@ fn write_errors_give_failed_with_the_byte_range_and_the_wipe_continues() {
         assert_eq!(errors.len(), 1, "{pass}");
         assert_eq!(errors[0]["start"], 8 << 20);
         assert_eq!(errors[0]["end"], 16 << 20);
-        assert!(errors[0]["error"].as_str().unwrap().contains("write failed"));
+        assert!(errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("write failed"));
     }
     // The second pass's read-back shows the first 8 MiB hold 0xaa and the rest did not take it.
     let v = &c["passes"][1]["verification"];
     assert_eq!(v["result"], "failed");
     assert_eq!(v["mismatches"][0]["start"], 8 << 20);
     let shown = run_ok(sh.cmd().args(["cert", "show"]).arg(&cert));
-    assert!(shown.contains("write error bytes 8388608-16777216"), "{shown}");
+    assert!(
+        shown.contains("write error bytes 8388608-16777216"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -337,7 +465,16 @@ fn interrupt_gives_incomplete_certificate_and_nonzero_exit() {
     fs::create_dir(&hooks).unwrap();
     let child = sh
         .cmd()
-        .args(["wipe", &dev.path, "--method", "dod-3", "--yes", "--expect-serial", &dev.path, "--certificate"])
+        .args([
+            "wipe",
+            &dev.path,
+            "--method",
+            "dod-3",
+            "--yes",
+            "--expect-serial",
+            &dev.path,
+            "--certificate",
+        ])
         .arg(&cert)
         .env("SAFEHAND_WIPE_TEST_DIR", &hooks)
         .env("SAFEHAND_WIPE_TEST_PAUSE_AT", (12u64 << 20).to_string())
@@ -348,12 +485,20 @@ fn interrupt_gives_incomplete_certificate_and_nonzero_exit() {
     wait_for(&hooks.join("paused"));
     run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(4), "INCOMPLETE exits 4: {}", stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "INCOMPLETE exits 4: {}",
+        stderr(&out)
+    );
     let c = certificate(&cert);
     assert_eq!(c["result"], "INCOMPLETE");
     assert_ne!(c["nist"]["category"], "Clear");
     let detail = c["result_detail"].as_str().unwrap();
-    assert!(detail.contains("pass 1 of 3") && detail.contains("at byte 12582912"), "{detail}");
+    assert!(
+        detail.contains("pass 1 of 3") && detail.contains("at byte 12582912"),
+        "{detail}"
+    );
     assert_eq!(c["passes"][0]["status"], "interrupted");
     assert_eq!(c["passes"][0]["bytes_written"], 12u64 << 20);
     assert_eq!(c["passes"][1]["status"], "not-started");
@@ -366,7 +511,11 @@ fn interrupt_gives_incomplete_certificate_and_nonzero_exit() {
 fn wait_for(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(120);
     while !path.exists() {
-        assert!(Instant::now() < deadline, "timed out waiting for {}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -392,8 +541,15 @@ fn file_target_is_wiped_in_place_and_removed_on_request() {
         let c = certificate(&cert);
         assert_eq!(c["result"], "ERASED");
         assert_eq!(c["device"]["kind"], "file");
-        assert_eq!(c["nist"]["category"], "none", "a file is not a whole medium");
-        assert!(c["warnings"].to_string().contains("file system"), "{}", c["warnings"]);
+        assert_eq!(
+            c["nist"]["category"], "none",
+            "a file is not a whole medium"
+        );
+        assert!(
+            c["warnings"].to_string().contains("file system"),
+            "{}",
+            c["warnings"]
+        );
         let bypass = c["verification"]["cache_bypass"].as_str().unwrap();
         if size % 4096 == 0 {
             assert_eq!(bypass, "O_DIRECT");
@@ -404,10 +560,22 @@ fn file_target_is_wiped_in_place_and_removed_on_request() {
     // --remove: wiped, verified, then gone.
     let path = dir.path().join("remove-me.txt");
     fs::write(&path, b"secret".repeat(1000)).unwrap();
-    let out = sh.wipe(path.to_str().unwrap(), "zero", &dir.path().join("r.json"), &["--remove"]);
+    let out = sh.wipe(
+        path.to_str().unwrap(),
+        "zero",
+        &dir.path().join("r.json"),
+        &["--remove"],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(!path.exists(), "--remove deletes the file after an ERASED wipe");
-    assert!(fs::read_dir(dir.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with("000")));
+    assert!(
+        !path.exists(),
+        "--remove deletes the file after an ERASED wipe"
+    );
+    assert!(fs::read_dir(dir.path()).unwrap().all(|e| !e
+        .unwrap()
+        .file_name()
+        .to_string_lossy()
+        .starts_with("000")));
 }
 
 #[test]
@@ -419,12 +587,23 @@ fn yes_needs_the_matching_serial_and_the_prompt_needs_it_typed() {
     let sh = Safehand::new();
     let cert = dir.path().join("c.json");
     // --yes without --expect-serial is a usage error.
-    let out = run(sh.cmd().args(["wipe", &dev.path, "--method", "zero", "--yes"]));
+    let out = run(sh
+        .cmd()
+        .args(["wipe", &dev.path, "--method", "zero", "--yes"]));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     // --yes with the wrong serial is refused.
     let out = run(sh
         .cmd()
-        .args(["wipe", &dev.path, "--method", "zero", "--yes", "--expect-serial", "/dev/loop-nope", "--certificate"])
+        .args([
+            "wipe",
+            &dev.path,
+            "--method",
+            "zero",
+            "--yes",
+            "--expect-serial",
+            "/dev/loop-nope",
+            "--certificate",
+        ])
         .arg(&cert));
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("does not match"), "{}", stderr(&out));
@@ -439,16 +618,27 @@ fn yes_needs_the_matching_serial_and_the_prompt_needs_it_typed() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(answer.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     };
     let out = prompt("yes\n");
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
-    assert!(err.contains("about to DESTROY") && err.contains(&format!("Type `{}`", dev.path)), "{err}");
+    assert!(
+        err.contains("about to DESTROY") && err.contains(&format!("Type `{}`", dev.path)),
+        "{err}"
+    );
     assert!(err.contains("nothing was written"), "{err}");
     assert!(!cert.exists());
-    assert!(contains(&dev.read_all(), b"DO-NOT-DESTROY-UNCONFIRMED"), "device untouched");
+    assert!(
+        contains(&dev.read_all(), b"DO-NOT-DESTROY-UNCONFIRMED"),
+        "device untouched"
+    );
     // Typing the path confirms.
     let out = prompt(&format!("{}\n", dev.path));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -466,16 +656,37 @@ fn certificate_verify_show_pdf_and_trusted_key() {
         &dev.path,
         "hmg-is5",
         &cert,
-        &["--operator", "Jo Bloggs", "--organisation", "Hilltop Primary", "--asset-tag", "HT-0099"],
+        &[
+            "--operator",
+            "Jo Bloggs",
+            "--organisation",
+            "Hilltop Primary",
+            "--asset-tag",
+            "HT-0099",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let key = sh.public_key();
     assert!(key.starts_with("ed25519:"));
     let key_file = sh.config.path().join("safehand/signing.key");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
-    assert_eq!(fs::metadata(key_file.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
-    let ok = run(sh.cmd().args(["cert", "verify"]).arg(&cert).args(["--trusted-key", &key]));
+    assert_eq!(
+        fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        fs::metadata(key_file.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    let ok = run(sh
+        .cmd()
+        .args(["cert", "verify"])
+        .arg(&cert)
+        .args(["--trusted-key", &key]));
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(stdout(&ok).contains("ERASED"));
     // One changed byte anywhere fails.
@@ -486,27 +697,62 @@ fn certificate_verify_show_pdf_and_trusted_key() {
         let bad = dir.path().join("tampered.json");
         fs::write(&bad, &tampered).unwrap();
         let out = run(sh.cmd().args(["cert", "verify"]).arg(&bad));
-        assert_eq!(out.status.code(), Some(1), "changed byte {at} still verified");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "changed byte {at} still verified"
+        );
         assert!(stderr(&out).contains("does not verify"), "{}", stderr(&out));
     }
     // Another operator's key is not the trusted one.
     let other = Safehand::new();
-    let out = run(sh.cmd().args(["cert", "verify"]).arg(&cert).args(["--trusted-key", &other.public_key()]));
+    let out = run(sh
+        .cmd()
+        .args(["cert", "verify"])
+        .arg(&cert)
+        .args(["--trusted-key", &other.public_key()]));
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("not by the trusted key"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("not by the trusted key"),
+        "{}",
+        stderr(&out)
+    );
     // The key can also come from a file.
     let kf = dir.path().join("trusted.pub");
     fs::write(&kf, format!("{key}\n")).unwrap();
-    assert!(run(sh.cmd().args(["cert", "verify"]).arg(&cert).arg("--trusted-key").arg(&kf)).status.success());
+    assert!(run(sh
+        .cmd()
+        .args(["cert", "verify"])
+        .arg(&cert)
+        .arg("--trusted-key")
+        .arg(&kf))
+    .status
+    .success());
     // show
     let shown = run_ok(sh.cmd().args(["cert", "show"]).arg(&cert));
-    for fact in ["ERASED", "Jo Bloggs", "Hilltop Primary", "HT-0099", &dev.path, "hmg-is5", "00, ff, random"] {
+    for fact in [
+        "ERASED",
+        "Jo Bloggs",
+        "Hilltop Primary",
+        "HT-0099",
+        &dev.path,
+        "hmg-is5",
+        "00, ff, random",
+    ] {
         assert!(shown.contains(fact), "show lacks {fact}: {shown}");
     }
     // pdf
-    let Some(pdftotext) = external_tool("pdftotext") else { return };
+    let Some(pdftotext) = external_tool("pdftotext") else {
+        return;
+    };
     let pdf = dir.path().join("c.pdf");
-    run_ok(sh.cmd().args(["cert", "pdf"]).arg(&cert).arg("-o").arg(&pdf));
+    run_ok(
+        sh.cmd()
+            .args(["cert", "pdf"])
+            .arg(&cert)
+            .arg("-o")
+            .arg(&pdf),
+    );
     let text = run_ok(Command::new(pdftotext).args(["-layout"]).arg(&pdf).arg("-"));
     let c = certificate(&cert);
     for fact in [
@@ -530,7 +776,12 @@ fn certificate_verify_show_pdf_and_trusted_key() {
     let mut tampered = bytes.clone();
     tampered[20] ^= 1;
     fs::write(dir.path().join("t.json"), &tampered).unwrap();
-    let out = run(sh.cmd().args(["cert", "pdf"]).arg(dir.path().join("t.json")).arg("-o").arg(dir.path().join("t.pdf")));
+    let out = run(sh
+        .cmd()
+        .args(["cert", "pdf"])
+        .arg(dir.path().join("t.json"))
+        .arg("-o")
+        .arg(dir.path().join("t.pdf")));
     assert!(!out.status.success());
     assert!(!dir.path().join("t.pdf").exists());
 }
@@ -543,15 +794,31 @@ fn flash_media_are_told_clear_only_and_hidden_areas_are_reported() {
     let sh = Safehand::new();
     dev.set_rotational(false);
     let cert = dir.path().join("flash.json");
-    let out = sh.wipe(&dev.path, "zero", &cert, &["--pdf", dir.path().join("flash.pdf").to_str().unwrap()]);
+    let out = sh.wipe(
+        &dev.path,
+        "zero",
+        &cert,
+        &["--pdf", dir.path().join("flash.pdf").to_str().unwrap()],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let err = stderr(&out);
-    assert!(err.contains("reaches NIST SP 800-88 Clear only") && err.contains("Purge needs a firmware sanitize"), "{err}");
+    assert!(
+        err.contains("reaches NIST SP 800-88 Clear only")
+            && err.contains("Purge needs a firmware sanitize"),
+        "{err}"
+    );
     let c = certificate(&cert);
     assert_eq!(c["device"]["rotational"], false);
-    assert!(c["warnings"].to_string().contains("Clear only"), "{}", c["warnings"]);
+    assert!(
+        c["warnings"].to_string().contains("Clear only"),
+        "{}",
+        c["warnings"]
+    );
     assert_eq!(c["nist"]["category"], "Clear");
-    assert!(c["nist"]["reason"].as_str().unwrap().contains("never Purge"));
+    assert!(c["nist"]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("never Purge"));
     assert_eq!(c["hidden_area"]["status"], "not-applicable");
     // A spinning disk is not given the flash notice.
     dev.set_rotational(true);
@@ -559,7 +826,9 @@ fn flash_media_are_told_clear_only_and_hidden_areas_are_reported() {
     let out = sh.wipe(&dev.path, "zero", &cert, &[]);
     assert_eq!(out.status.code(), Some(0));
     assert!(!stderr(&out).contains("Clear only"));
-    assert!(!certificate(&cert)["warnings"].to_string().contains("Clear only"));
+    assert!(!certificate(&cert)["warnings"]
+        .to_string()
+        .contains("Clear only"));
 }
 
 #[test]
@@ -568,12 +837,25 @@ fn progress_is_logged_per_pass_and_exit_code_follows_the_result() {
     let dir = tempfile::tempdir().unwrap();
     let dev = LoopDevice::new(&dir.path().join("img"), 8 << 20);
     let sh = Safehand::new();
-    let out = sh.wipe(&dev.path, "custom:00,ff,random", &dir.path().join("a.json"), &["--verify", "all"]);
+    let out = sh.wipe(
+        &dev.path,
+        "custom:00,ff,random",
+        &dir.path().join("a.json"),
+        &["--verify", "all"],
+    );
     assert_eq!(out.status.code(), Some(0));
     let err = stderr(&out);
     for n in 1..=3 {
-        assert!(err.contains(&format!("pass {n}/3 (")), "log line for pass {n}: {err}");
-        assert!(err.contains(&format!("pass {n}/3 verify: read back 8388608 of 8388608 bytes")), "{err}");
+        assert!(
+            err.contains(&format!("pass {n}/3 (")),
+            "log line for pass {n}: {err}"
+        );
+        assert!(
+            err.contains(&format!(
+                "pass {n}/3 verify: read back 8388608 of 8388608 bytes"
+            )),
+            "{err}"
+        );
     }
     assert!(err.contains("MiB/s"));
     // --verify none: written but not confirmed, so not ERASED and not exit 0.
@@ -583,7 +865,16 @@ fn progress_is_logged_per_pass_and_exit_code_follows_the_result() {
     assert_eq!(certificate(&cert)["result"], "UNVERIFIED");
     // The help documents the codes.
     let help = run_ok(sh.cmd().args(["wipe", "--help"]));
-    for code in ["0 ", "3 ", "4 ", "5 ", "ERASED", "FAILED", "INCOMPLETE", "UNVERIFIED"] {
+    for code in [
+        "0 ",
+        "3 ",
+        "4 ",
+        "5 ",
+        "ERASED",
+        "FAILED",
+        "INCOMPLETE",
+        "UNVERIFIED",
+    ] {
         assert!(help.contains(code), "wipe --help lacks {code}: {help}");
     }
 }

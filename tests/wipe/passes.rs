@@ -7,7 +7,9 @@ use super::*;
 
 /// The smallest repeating unit of the device's content (up to 64 bytes), if it has one.
 fn period(data: &[u8]) -> Option<Vec<u8>> {
-    (1..=64usize).find(|&l| data.len() >= l && data.chunks(l).all(|c| c == &data[..c.len()])).map(|l| data[..l].to_vec())
+    (1..=64usize)
+        .find(|&l| data.len() >= l && data.chunks(l).all(|c| c == &data[..c.len()]))
+        .map(|l| data[..l].to_vec())
 }
 
 fn minimal_unit(pattern: &[u8]) -> Vec<u8> {
@@ -26,7 +28,11 @@ fn snapshot(data: &[u8]) -> Snapshot {
     for b in data {
         byte_counts[*b as usize] += 1;
     }
-    Snapshot { unit: period(data), digest: sha2::Sha256::digest(data).to_vec(), byte_counts }
+    Snapshot {
+        unit: period(data),
+        digest: sha2::Sha256::digest(data).to_vec(),
+        byte_counts,
+    }
 }
 
 fn check_method(method: &str, extra: &[&str]) {
@@ -41,7 +47,16 @@ fn check_method(method: &str, extra: &[&str]) {
     let cert = dir.path().join("c.json");
     let mut child = sh
         .cmd()
-        .args(["wipe", &dev.path, "--method", method, "--yes", "--expect-serial", &dev.path, "--certificate"])
+        .args([
+            "wipe",
+            &dev.path,
+            "--method",
+            method,
+            "--yes",
+            "--expect-serial",
+            &dev.path,
+            "--certificate",
+        ])
         .arg(&cert)
         .args(extra)
         .env("SAFEHAND_WIPE_TEST_DIR", &hooks)
@@ -59,7 +74,10 @@ fn check_method(method: &str, extra: &[&str]) {
             if let Ok(Some(_)) = child.try_wait() {
                 break;
             }
-            assert!(Instant::now() < deadline, "{method}: pass {n} never finished");
+            assert!(
+                Instant::now() < deadline,
+                "{method}: pass {n} never finished"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         if !marker.exists() {
@@ -72,22 +90,41 @@ fn check_method(method: &str, extra: &[&str]) {
         n += 1;
     }
     let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{method}: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{method}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let c = certificate(&cert);
     assert_eq!(c["result"], "ERASED");
-    let list: Vec<String> =
-        c["method"]["pass_list"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
-    assert_eq!(list.len(), snapshots.len(), "{method}: one read-back per pass in the list");
+    let list: Vec<String> = c["method"]["pass_list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        list.len(),
+        snapshots.len(),
+        "{method}: one read-back per pass in the list"
+    );
     assert_eq!(c["passes"].as_array().unwrap().len(), list.len());
     for (i, (pattern, snap)) in list.iter().zip(&snapshots).enumerate() {
         let pass = &c["passes"][i];
         assert_eq!(pass["pattern"].as_str().unwrap(), pattern);
         assert_eq!(pass["bytes_written"], size);
         if pattern == "random" {
-            assert!(snap.unit.is_none(), "{method} pass {}: random pass left a repeating pattern", i + 1);
+            assert!(
+                snap.unit.is_none(),
+                "{method} pass {}: random pass left a repeating pattern",
+                i + 1
+            );
             let mean = size as f64 / 256.0;
             assert!(
-                snap.byte_counts.iter().all(|&c| (c as f64 - mean).abs() < mean * 0.1),
+                snap.byte_counts
+                    .iter()
+                    .all(|&c| (c as f64 - mean).abs() < mean * 0.1),
                 "{method} pass {}: random pass is not uniform",
                 i + 1
             );
@@ -134,11 +171,18 @@ fn pass_lists_follow_the_standards() {
     let dev = LoopDevice::new(&dir.path().join("img"), 1 << 20);
     let sh = Safehand::new();
     let list = |method: &str, extra: &[&str]| -> (Vec<String>, serde_json::Value) {
-        let cert = dir.path().join(format!("{}.json", method.replace([':', ','], "_")));
+        let cert = dir
+            .path()
+            .join(format!("{}.json", method.replace([':', ','], "_")));
         let out = sh.wipe(&dev.path, method, &cert, extra);
         assert_eq!(out.status.code(), Some(0), "{method}: {}", stderr(&out));
         let c = certificate(&cert);
-        let l = c["method"]["pass_list"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+        let l = c["method"]["pass_list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect();
         (l, c)
     };
     let inv = |h: &str| format!("{:02x}", !u8::from_str_radix(h, 16).unwrap());
@@ -147,7 +191,10 @@ fn pass_lists_follow_the_standards() {
     assert_eq!(list("random", &[]).0, ["random"]);
     let (l, c) = list("nist-clear", &["--verify", "none"]);
     assert_eq!(l, ["random"]);
-    assert_eq!(c["passes"][0]["verification"]["result"], "passed", "nist-clear always verifies");
+    assert_eq!(
+        c["passes"][0]["verification"]["result"], "passed",
+        "nist-clear always verifies"
+    );
     let (l, _) = list("dod-3", &[]);
     assert_eq!(l.len(), 3);
     assert_eq!(l[1], inv(&l[0]), "dod-3: pattern then its complement");
@@ -160,20 +207,36 @@ fn pass_lists_follow_the_standards() {
     assert_eq!(l[6], "random");
     let (l, c) = list("hmg-is5", &["--verify", "none"]);
     assert_eq!(l, ["00", "ff", "random"]);
-    assert_eq!(c["passes"][2]["verification"]["result"], "passed", "IS5 verifies its random pass");
+    assert_eq!(
+        c["passes"][2]["verification"]["result"], "passed",
+        "IS5 verifies its random pass"
+    );
     let (l, _) = list("gutmann", &[]);
     assert_eq!(l.len(), 35);
     assert!(l[..4].iter().chain(&l[31..]).all(|p| p == "random"));
     let mut middle: Vec<String> = l[4..31].to_vec();
     middle.sort();
-    let mut expected: Vec<String> = ["55", "aa", "924924", "492492", "249249", "924924", "492492", "249249", "6db6db", "b6db6d", "db6db6"]
-        .iter()
-        .map(|s| s.to_string())
-        .chain((0..16u8).map(|n| format!("{:02x}", n * 0x11)))
-        .collect();
+    let mut expected: Vec<String> = [
+        "55", "aa", "924924", "492492", "249249", "924924", "492492", "249249", "6db6db", "b6db6d",
+        "db6db6",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain((0..16u8).map(|n| format!("{:02x}", n * 0x11)))
+    .collect();
     expected.sort();
     assert_eq!(middle, expected);
-    let (l, c) = list("custom:00,ff,random,55aa", &["--passes", "2", "--verify", "all"]);
-    assert_eq!(l, ["00", "ff", "random", "55aa", "00", "ff", "random", "55aa"]);
-    assert!(c["passes"].as_array().unwrap().iter().all(|p| p["verification"]["result"] == "passed"));
+    let (l, c) = list(
+        "custom:00,ff,random,55aa",
+        &["--passes", "2", "--verify", "all"],
+    );
+    assert_eq!(
+        l,
+        ["00", "ff", "random", "55aa", "00", "ff", "random", "55aa"]
+    );
+    assert!(c["passes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|p| p["verification"]["result"] == "passed"));
 }

@@ -17,7 +17,11 @@ fn crc32(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= b as u32;
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xedb8_8320
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -34,14 +38,14 @@ fn png_chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
 /// A valid 96x96 RGB PNG (stored deflate blocks) whose pixels spell the marker.
 fn png_with(marker: &str) -> Vec<u8> {
     let (w, h) = (96u32, 96u32);
-    let mut raw = Vec::new();
     let mut text = marker.bytes().cycle();
-    for _ in 0..h {
-        raw.push(0);
-        for _ in 0..w * 3 {
-            raw.push(text.next().unwrap_or(b'x'));
-        }
-    }
+    let raw: Vec<u8> = (0..h)
+        .flat_map(|_| {
+            std::iter::once(0)
+                .chain((0..w * 3).map(|_| text.next().unwrap_or(b'x')))
+                .collect::<Vec<u8>>()
+        })
+        .collect();
     let mut z = vec![0x78, 0x01];
     let blocks: Vec<&[u8]> = raw.chunks(65535).collect();
     for (i, block) in blocks.iter().enumerate() {
@@ -72,7 +76,10 @@ fn png_with(marker: &str) -> Vec<u8> {
 fn pdf_with(marker: &str) -> Vec<u8> {
     let mut content = String::new();
     for i in 0..400 {
-        content.push_str(&format!("BT /F1 8 Tf 20 {} Td ({marker} line {i}) Tj ET\n", 800 - (i % 90) * 9));
+        content.push_str(&format!(
+            "BT /F1 8 Tf 20 {} Td ({marker} line {i}) Tj ET\n",
+            800 - (i % 90) * 9
+        ));
     }
     let objects = [
         "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
@@ -88,18 +95,30 @@ fn pdf_with(marker: &str) -> Vec<u8> {
         out.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
     }
     let xref = out.len();
-    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
     for o in offsets {
         out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
     }
-    out.extend_from_slice(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes());
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
     out
 }
 
 /// ext4 on the device with a filler file, then PNG, PDF and text files carrying markers.
 fn plant(dev: &LoopDevice, dir: &Path) -> Vec<String> {
     // 4 KiB blocks: one block group, so ext4 allocates the files after the filler.
-    run_ok(Command::new("mkfs.ext4").args(["-q", "-F", "-b", "4096"]).arg(&dev.path));
+    run_ok(
+        Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-b", "4096"])
+            .arg(&dev.path),
+    );
     let mnt = dir.join("mnt");
     let mounted = Mounted::new(&dev.path, &mnt);
     fs::write(mnt.join("filler.bin"), vec![0u8; FILLER]).unwrap();
@@ -113,7 +132,11 @@ fn plant(dev: &LoopDevice, dir: &Path) -> Vec<String> {
         fs::write(mnt.join(format!("report{i}.pdf")), pdf_with(&m)).unwrap();
         markers.push(m);
         let m = format!("SAFEHAND-CANARY-TXT-{i}-a07f");
-        fs::write(mnt.join(format!("pupil{i}.txt")), format!("Pupil record. {m}\n").repeat(200)).unwrap();
+        fs::write(
+            mnt.join(format!("pupil{i}.txt")),
+            format!("Pupil record. {m}\n").repeat(200),
+        )
+        .unwrap();
         markers.push(m);
     }
     drop(mounted);
@@ -131,12 +154,20 @@ fn carved_planted_files(dev: &LoopDevice, work: &Path, markers: &[String]) -> (u
         .arg(photorec)
         .args(["/log", "/d"])
         .arg(work.join("photorec/r"))
-        .args(["/cmd", &dev.path, "partition_none,options,paranoid,fileopt,everything,enable,search"])
+        .args([
+            "/cmd",
+            &dev.path,
+            "partition_none,options,paranoid,fileopt,everything,enable,search",
+        ])
         .current_dir(work)
         .env("TERM", "dumb")
         .stdin(Stdio::null()));
     assert!(out.status.success(), "photorec failed: {}", stderr(&out));
-    let out = run(Command::new("timeout").arg("300").arg(foremost).args(["-i", &dev.path, "-o"]).arg(work.join("foremost")));
+    let out = run(Command::new("timeout")
+        .arg("300")
+        .arg(foremost)
+        .args(["-i", &dev.path, "-o"])
+        .arg(work.join("foremost")));
     assert!(out.status.success(), "foremost failed: {}", stderr(&out));
     let count = |root: &Path| -> usize {
         let mut n = 0;
@@ -161,7 +192,11 @@ fn carved_planted_files(dev: &LoopDevice, work: &Path, markers: &[String]) -> (u
 
 fn markers_on(dev: &LoopDevice, markers: &[String]) -> Vec<String> {
     let raw = dev.read_all();
-    markers.iter().filter(|m| contains(&raw, m.as_bytes())).cloned().collect()
+    markers
+        .iter()
+        .filter(|m| contains(&raw, m.as_bytes()))
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -171,19 +206,36 @@ fn a_full_wipe_leaves_nothing_for_grep_photorec_or_foremost() {
     let dev = LoopDevice::new(&dir.path().join("img"), DEVICE_SIZE);
     let markers = plant(&dev, dir.path());
     // Control: before the wipe every marker is on the device and both tools recover files.
-    assert_eq!(markers_on(&dev, &markers).len(), markers.len(), "all markers are on the raw device before the wipe");
+    assert_eq!(
+        markers_on(&dev, &markers).len(),
+        markers.len(),
+        "all markers are on the raw device before the wipe"
+    );
     let (photorec, foremost) = carved_planted_files(&dev, &dir.path().join("before"), &markers);
-    assert!(photorec >= 3, "photorec must recover planted files before the wipe (got {photorec})");
-    assert!(foremost >= 3, "foremost must recover planted files before the wipe (got {foremost})");
+    assert!(
+        photorec >= 3,
+        "photorec must recover planted files before the wipe (got {photorec})"
+    );
+    assert!(
+        foremost >= 3,
+        "foremost must recover planted files before the wipe (got {foremost})"
+    );
 
     let sh = Safehand::new();
     let cert = dir.path().join("c.json");
     let out = sh.wipe(&dev.path, "nist-clear", &cert, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(certificate(&cert)["result"], "ERASED");
-    assert!(markers_on(&dev, &markers).is_empty(), "no marker anywhere on the raw device after the wipe");
+    assert!(
+        markers_on(&dev, &markers).is_empty(),
+        "no marker anywhere on the raw device after the wipe"
+    );
     let (photorec, foremost) = carved_planted_files(&dev, &dir.path().join("after"), &markers);
-    assert_eq!((photorec, foremost), (0, 0), "no planted file is recoverable after the wipe");
+    assert_eq!(
+        (photorec, foremost),
+        (0, 0),
+        "no planted file is recoverable after the wipe"
+    );
 }
 
 #[test]
@@ -206,7 +258,16 @@ fn a_wipe_stopped_half_way_leaves_data_and_says_incomplete() {
     fs::create_dir(&hooks).unwrap();
     let child = sh
         .cmd()
-        .args(["wipe", &dev.path, "--method", "zero", "--yes", "--expect-serial", &dev.path, "--certificate"])
+        .args([
+            "wipe",
+            &dev.path,
+            "--method",
+            "zero",
+            "--yes",
+            "--expect-serial",
+            &dev.path,
+            "--certificate",
+        ])
         .arg(&cert)
         .env("SAFEHAND_WIPE_TEST_DIR", &hooks)
         .env("SAFEHAND_WIPE_TEST_PAUSE_AT", (DEVICE_SIZE / 2).to_string())
@@ -223,9 +284,19 @@ fn a_wipe_stopped_half_way_leaves_data_and_says_incomplete() {
     assert_eq!(c["passes"][0]["bytes_written"], DEVICE_SIZE / 2);
     // The first half is zeros, and the planted files in the second half are still there.
     let raw = dev.read_all();
-    assert!(raw[..(DEVICE_SIZE / 2) as usize].iter().all(|b| *b == 0), "the first half was wiped");
+    assert!(
+        raw[..(DEVICE_SIZE / 2) as usize].iter().all(|b| *b == 0),
+        "the first half was wiped"
+    );
     let left = markers_on(&dev, &markers);
-    assert_eq!(left.len(), markers.len(), "markers survive a wipe stopped half-way");
+    assert_eq!(
+        left.len(),
+        markers.len(),
+        "markers survive a wipe stopped half-way"
+    );
     let (photorec, foremost) = carved_planted_files(&dev, &dir.path().join("carve"), &markers);
-    assert!(photorec >= 3 && foremost >= 3, "tools still recover planted files ({photorec}, {foremost})");
+    assert!(
+        photorec >= 3 && foremost >= 3,
+        "tools still recover planted files ({photorec}, {foremost})"
+    );
 }

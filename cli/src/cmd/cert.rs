@@ -4,14 +4,17 @@ use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use safehand_crypto::certificate::{render_pdf, verify_certificate, PublicKey, VerifiedCertificate, WipeCertificate};
+use safehand_crypto::certificate::{
+    render_pdf, verify_certificate, PublicKey, VerifiedCertificate, WipeCertificate,
+};
 
 use crate::args::CertCommand;
 use crate::wipe::keys;
 
 fn read_verified(path: &Path, trusted: Option<&PublicKey>) -> anyhow::Result<VerifiedCertificate> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    verify_certificate(&bytes, trusted).with_context(|| format!("{} does not verify", path.display()))
+    verify_certificate(&bytes, trusted)
+        .with_context(|| format!("{} does not verify", path.display()))
 }
 
 /// `--trusted-key` takes the key text itself or a file holding it.
@@ -47,7 +50,10 @@ fn show(c: &WipeCertificate, signer: &PublicKey) {
         "  size:          {} bytes, sectors {}/{}, rotational {:?}, removable {:?}",
         d.size_bytes, d.logical_sector_size, d.physical_sector_size, d.rotational, d.removable
     );
-    println!("  hidden areas:  {} ({})", c.hidden_area.status, c.hidden_area.detail);
+    println!(
+        "  hidden areas:  {} ({})",
+        c.hidden_area.status, c.hidden_area.detail
+    );
     println!(
         "  method:        {} x{}{}: {}",
         c.method.name,
@@ -55,7 +61,10 @@ fn show(c: &WipeCertificate, signer: &PublicKey) {
         if c.method.final_blank { " + blank" } else { "" },
         c.method.pass_list.join(", ")
     );
-    println!("  verification:  {} ({}; {})", c.verification.mode, c.verification.coverage, c.verification.cache_bypass);
+    println!(
+        "  verification:  {} ({}; {})",
+        c.verification.mode, c.verification.coverage, c.verification.cache_bypass
+    );
     println!("  started/ended: {} / {}", c.started_at, c.ended_at);
     for p in &c.passes {
         let verify = p
@@ -68,11 +77,17 @@ fn show(c: &WipeCertificate, signer: &PublicKey) {
             p.number, p.description, p.status, p.bytes_written, p.bytes_planned
         );
         for e in &p.write_errors {
-            println!("                 write error bytes {}-{}: {}", e.start, e.end, e.error);
+            println!(
+                "                 write error bytes {}-{}: {}",
+                e.start, e.end, e.error
+            );
         }
         if let Some(v) = &p.verification {
             for e in v.mismatches.iter().chain(&v.read_errors) {
-                println!("                 verify bytes {}-{}: {}", e.start, e.end, e.error);
+                println!(
+                    "                 verify bytes {}-{}: {}",
+                    e.start, e.end, e.error
+                );
             }
         }
     }
@@ -83,14 +98,21 @@ fn show(c: &WipeCertificate, signer: &PublicKey) {
 
 pub fn run(command: CertCommand) -> anyhow::Result<ExitCode> {
     match command {
-        CertCommand::Verify { certificate, trusted_key: trusted } => {
+        CertCommand::Verify {
+            certificate,
+            trusted_key: trusted,
+        } => {
             let trusted = trusted.as_deref().map(trusted_key).transpose()?;
             let verified = read_verified(&certificate, trusted.as_ref())?;
             println!(
                 "OK: {} is signed by {}{}; it says {} for {} ({}).",
                 certificate.display(),
                 verified.signer,
-                if trusted.is_some() { " (the trusted key)" } else { " (no --trusted-key given: check this key is the operator's)" },
+                if trusted.is_some() {
+                    " (the trusted key)"
+                } else {
+                    " (no --trusted-key given: check this key is the operator's)"
+                },
                 verified.certificate.result,
                 verified.certificate.device.path,
                 opt(&verified.certificate.device.serial),
@@ -100,9 +122,15 @@ pub fn run(command: CertCommand) -> anyhow::Result<ExitCode> {
             let verified = read_verified(&certificate, None)?;
             show(&verified.certificate, &verified.signer);
         }
-        CertCommand::Pdf { certificate, output } => {
+        CertCommand::Pdf {
+            certificate,
+            output,
+        } => {
             let verified = read_verified(&certificate, None)?;
-            keys::write_private_file(&output, &render_pdf(&verified.certificate, &verified.signer))?;
+            keys::write_private_file(
+                &output,
+                &render_pdf(&verified.certificate, &verified.signer),
+            )?;
             eprintln!("safehand: PDF written to {}", output.display());
         }
         CertCommand::Key { key } => {
@@ -112,7 +140,10 @@ pub fn run(command: CertCommand) -> anyhow::Result<ExitCode> {
             };
             let (key, created) = keys::load_or_create(&path)?;
             if created {
-                eprintln!("safehand: created a new signing key at {} (mode 0600)", path.display());
+                eprintln!(
+                    "safehand: created a new signing key at {} (mode 0600)",
+                    path.display()
+                );
             } else {
                 eprintln!("safehand: signing key {}", path.display());
             }

@@ -37,7 +37,11 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
         "PATH", "SIZE", "SECTORS", "TRANSPORT", "ROT", "REM", "MODEL", "SERIAL"
     );
     for d in &devices {
-        let in_use = if d.in_use.is_empty() { "no".to_string() } else { d.in_use.join("; ") };
+        let in_use = if d.in_use.is_empty() {
+            "no".to_string()
+        } else {
+            d.in_use.join("; ")
+        };
         println!(
             "{:<16} {:>10} {:>9} {:<9} {:<4} {:<4} {:<24} {:<20} {}",
             d.path,
@@ -46,7 +50,10 @@ pub fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
             d.transport,
             flag(d.rotational),
             flag(d.removable),
-            d.model.as_deref().or(d.backing_file.as_deref()).unwrap_or("-"),
+            d.model
+                .as_deref()
+                .or(d.backing_file.as_deref())
+                .unwrap_or("-"),
             d.serial.as_deref().unwrap_or("-"),
             in_use
         );

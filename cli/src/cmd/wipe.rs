@@ -12,8 +12,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use rand_core::{OsRng, RngCore};
 use safehand_crypto::certificate::{
-    render_pdf, sign_certificate, HiddenAreaFinding, MethodFacts, NistCategory, NistFinding, PassRecord, ToolFacts,
-    VerificationFacts, WipeCertificate, WipeResult, CERTIFICATE_FORMAT,
+    render_pdf, sign_certificate, HiddenAreaFinding, MethodFacts, NistCategory, NistFinding,
+    PassRecord, ToolFacts, VerificationFacts, WipeCertificate, WipeResult, CERTIFICATE_FORMAT,
 };
 
 use crate::args::WipeArgs;
@@ -60,7 +60,9 @@ fn operator_name() -> String {
 }
 
 fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "unknown".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 fn now() -> String {
@@ -78,7 +80,10 @@ fn warnings_for(target: &Target, hidden: &HiddenAreaFinding, medium_direct: bool
     }
     match &hidden.status[..] {
         "detected" => warnings.push(hidden.detail.clone()),
-        "unknown" => warnings.push(format!("Hidden sectors (HPA/DCO) could not be ruled out: {}.", hidden.detail)),
+        "unknown" => warnings.push(format!(
+            "Hidden sectors (HPA/DCO) could not be ruled out: {}.",
+            hidden.detail
+        )),
         _ => {}
     }
     match &facts.kind[..] {
@@ -110,18 +115,29 @@ fn warnings_for(target: &Target, hidden: &HiddenAreaFinding, medium_direct: bool
 }
 
 fn nist_for(target: &Target, hidden: &HiddenAreaFinding, result: WipeResult) -> NistFinding {
-    let none = |reason: String| NistFinding { category: NistCategory::None, reason };
+    let none = |reason: String| NistFinding {
+        category: NistCategory::None,
+        reason,
+    };
     if result != WipeResult::Erased {
-        return none(format!("the wipe ended {result}: not every byte was written and read back as expected"));
+        return none(format!(
+            "the wipe ended {result}: not every byte was written and read back as expected"
+        ));
     }
     if hidden.status == "detected" {
         return none("a host-protected area hides sectors the overwrite did not reach".into());
     }
     match &target.facts.kind[..] {
-        "file" => none("NIST SP 800-88 categories apply to whole media; only one file was overwritten".into()),
-        "partition" => none("NIST SP 800-88 categories apply to whole media; only one partition was overwritten".into()),
+        "file" => none(
+            "NIST SP 800-88 categories apply to whole media; only one file was overwritten".into(),
+        ),
+        "partition" => none(
+            "NIST SP 800-88 categories apply to whole media; only one partition was overwritten"
+                .into(),
+        ),
         _ => {
-            let flash = target.facts.rotational == Some(false) || target.facts.removable == Some(true);
+            let flash =
+                target.facts.rotational == Some(false) || target.facts.removable == Some(true);
             NistFinding {
                 category: NistCategory::Clear,
                 reason: format!(
@@ -134,9 +150,18 @@ fn nist_for(target: &Target, hidden: &HiddenAreaFinding, result: WipeResult) -> 
     }
 }
 
-fn outcome(passes: &[PassRecord], stopped: Option<StoppedAt>, size: u64, total: usize) -> (WipeResult, String) {
+fn outcome(
+    passes: &[PassRecord],
+    stopped: Option<StoppedAt>,
+    size: u64,
+    total: usize,
+) -> (WipeResult, String) {
     if let Some(stop) = stopped {
-        let pct = if size == 0 { 100.0 } else { stop.offset as f64 * 100.0 / size as f64 };
+        let pct = if size == 0 {
+            100.0
+        } else {
+            stop.offset as f64 * 100.0 / size as f64
+        };
         return (
             WipeResult::Incomplete,
             format!(
@@ -148,7 +173,10 @@ fn outcome(passes: &[PassRecord], stopped: Option<StoppedAt>, size: u64, total: 
             ),
         );
     }
-    let write_errors: usize = passes.iter().map(|p| p.write_errors.len() + p.more_write_errors_not_listed as usize).sum();
+    let write_errors: usize = passes
+        .iter()
+        .map(|p| p.write_errors.len() + p.more_write_errors_not_listed as usize)
+        .sum();
     let short: bool = passes.iter().any(|p| p.bytes_written < p.bytes_planned);
     let (mut mismatches, mut read_errors) = (0usize, 0usize);
     for v in passes.iter().filter_map(|p| p.verification.as_ref()) {
@@ -164,8 +192,11 @@ fn outcome(passes: &[PassRecord], stopped: Option<StoppedAt>, size: u64, total: 
             ),
         );
     }
-    let verified: Vec<String> =
-        passes.iter().filter(|p| p.verification.is_some()).map(|p| p.number.to_string()).collect();
+    let verified: Vec<String> = passes
+        .iter()
+        .filter(|p| p.verification.is_some())
+        .map(|p| p.number.to_string())
+        .collect();
     if verified.is_empty() {
         return (
             WipeResult::Unverified,
@@ -188,8 +219,14 @@ fn describe(target: &Target) -> String {
         format!("  size:       {}", human_size(f.size_bytes)),
     ];
     if f.kind != "file" {
-        lines.push(format!("  model:      {}", f.model.as_deref().unwrap_or("unknown")));
-        lines.push(format!("  serial:     {}", f.serial.as_deref().unwrap_or("none reported")));
+        lines.push(format!(
+            "  model:      {}",
+            f.model.as_deref().unwrap_or("unknown")
+        ));
+        lines.push(format!(
+            "  serial:     {}",
+            f.serial.as_deref().unwrap_or("none reported")
+        ));
         lines.push(format!("  transport:  {}", f.transport));
         lines.push(format!(
             "  sectors:    {} logical / {} physical bytes",
@@ -215,7 +252,11 @@ pub fn run(args: WipeArgs) -> anyhow::Result<ExitCode> {
         bail!("{why}");
     }
     if args.remove && !target.is_file() {
-        bail!("--remove only applies to a regular file; {} is a {}", target.path.display(), target.facts.kind);
+        bail!(
+            "--remove only applies to a regular file; {} is a {}",
+            target.path.display(),
+            target.facts.kind
+        );
     }
     // The key comes before anything is destroyed: a wipe must always end in a certificate.
     let key_path = match &args.key {
@@ -235,24 +276,47 @@ pub fn run(args: WipeArgs) -> anyhow::Result<ExitCode> {
         OsRng.fill_bytes(&mut id);
         hex::encode(id)
     };
-    let certificate_path = args
-        .certificate
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("safehand-certificate-{}.json", &certificate_id[..12])));
-    for out in [Some(&certificate_path), args.pdf.as_ref()].into_iter().flatten() {
-        let dir = out.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let certificate_path = args.certificate.clone().unwrap_or_else(|| {
+        PathBuf::from(format!(
+            "safehand-certificate-{}.json",
+            &certificate_id[..12]
+        ))
+    });
+    for out in [Some(&certificate_path), args.pdf.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        let dir = out
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
         if !dir.is_dir() {
-            bail!("the folder for {} does not exist; create it first (nothing was written)", out.display());
+            bail!(
+                "the folder for {} does not exist; create it first (nothing was written)",
+                out.display()
+            );
         }
     }
 
-    let hidden = hidden::check(&target.facts.path, &target.facts.kind, &target.facts.transport);
-    eprintln!("safehand: about to DESTROY everything on:\n{}", describe(&target));
+    let hidden = hidden::check(
+        &target.facts.path,
+        &target.facts.kind,
+        &target.facts.transport,
+    );
+    eprintln!(
+        "safehand: about to DESTROY everything on:\n{}",
+        describe(&target)
+    );
     eprintln!(
         "  method:     {} ({} pass(es): {}), verify {}",
         wipe_plan.method,
         wipe_plan.passes.len(),
-        wipe_plan.passes.iter().map(|p| p.pattern.label()).collect::<Vec<_>>().join(", "),
+        wipe_plan
+            .passes
+            .iter()
+            .map(|p| p.pattern.label())
+            .collect::<Vec<_>>()
+            .join(", "),
         verify.name()
     );
     let expected = target.confirmation_text();
@@ -273,18 +337,30 @@ pub fn run(args: WipeArgs) -> anyhow::Result<ExitCode> {
         eprint!("Type `{expected}` to confirm, or anything else to stop: ");
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
-        std::io::stdin().lock().read_line(&mut answer).context("cannot read the confirmation")?;
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .context("cannot read the confirmation")?;
         if !target.confirms(&answer) {
             bail!("the confirmation did not match `{expected}`; nothing was written");
         }
     }
 
     let interrupt = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
+    for signal in [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ] {
         // A second Ctrl-C ends the program at once; the first one stops the wipe cleanly.
-        signal_hook::flag::register_conditional_shutdown(signal, 128 + signal, Arc::clone(&interrupt))
+        signal_hook::flag::register_conditional_shutdown(
+            signal,
+            128 + signal,
+            Arc::clone(&interrupt),
+        )
+        .context("cannot install the signal handler")?;
+        signal_hook::flag::register(signal, Arc::clone(&interrupt))
             .context("cannot install the signal handler")?;
-        signal_hook::flag::register(signal, Arc::clone(&interrupt)).context("cannot install the signal handler")?;
     }
 
     let medium: Medium = open(&target)?;
@@ -304,11 +380,19 @@ pub fn run(args: WipeArgs) -> anyhow::Result<ExitCode> {
     let cache_bypass = medium.cache_bypass().to_string();
     drop(medium);
 
-    let (result, result_detail) = outcome(&passes, stopped, target.facts.size_bytes, wipe_plan.passes.len());
+    let (result, result_detail) = outcome(
+        &passes,
+        stopped,
+        target.facts.size_bytes,
+        wipe_plan.passes.len(),
+    );
     let certificate = WipeCertificate {
         format: CERTIFICATE_FORMAT.into(),
         certificate_id,
-        tool: ToolFacts { name: "safehand".into(), version: env!("CARGO_PKG_VERSION").into() },
+        tool: ToolFacts {
+            name: "safehand".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        },
         operator: args.operator.clone().unwrap_or_else(operator_name),
         organisation: args.organisation.clone(),
         asset_tag: args.asset_tag.clone(),
@@ -336,7 +420,10 @@ pub fn run(args: WipeArgs) -> anyhow::Result<ExitCode> {
     };
     let signed = sign_certificate(&certificate, &key)?;
     keys::write_private_file(&certificate_path, &signed)?;
-    eprintln!("safehand: certificate written to {}", certificate_path.display());
+    eprintln!(
+        "safehand: certificate written to {}",
+        certificate_path.display()
+    );
     if let Some(pdf_path) = &args.pdf {
         keys::write_private_file(pdf_path, &render_pdf(&certificate, &key.public_key()))?;
         eprintln!("safehand: PDF written to {}", pdf_path.display());
@@ -346,21 +433,34 @@ pub fn run(args: WipeArgs) -> anyhow::Result<ExitCode> {
             remove_file(&target.path)?;
             eprintln!("safehand: removed {}", target.path.display());
         } else {
-            eprintln!("safehand: not removing {}: the wipe ended {result}", target.path.display());
+            eprintln!(
+                "safehand: not removing {}: the wipe ended {result}",
+                target.path.display()
+            );
         }
     }
     println!("{result}: {result_detail}");
-    println!("NIST SP 800-88 category: {} ({})", certificate.nist.category, certificate.nist.reason);
+    println!(
+        "NIST SP 800-88 category: {} ({})",
+        certificate.nist.category, certificate.nist.reason
+    );
     Ok(exit_code(result))
 }
 
 /// Renames the wiped file to a meaningless name, then unlinks it, so its old name does not
 /// linger in the directory entry.
 fn remove_file(path: &std::path::Path) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
     let len = path.file_name().map(|n| n.len()).unwrap_or(1).max(1);
     let anonymous = dir.join("0".repeat(len));
-    let victim = if !anonymous.exists() && std::fs::rename(path, &anonymous).is_ok() { anonymous } else { path.to_path_buf() };
+    let victim = if !anonymous.exists() && std::fs::rename(path, &anonymous).is_ok() {
+        anonymous
+    } else {
+        path.to_path_buf()
+    };
     std::fs::remove_file(&victim).with_context(|| format!("cannot remove {}", victim.display()))?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();

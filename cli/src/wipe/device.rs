@@ -44,7 +44,10 @@ pub struct BlockDevice {
 }
 
 fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
-    fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 fn read_u64(path: impl AsRef<Path>) -> Option<u64> {
@@ -61,8 +64,14 @@ fn unescape_octal(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let value = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
+            let value =
+                (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(value);
             i += 4;
         } else {
@@ -76,7 +85,9 @@ fn unescape_octal(text: &str) -> String {
 /// `major:minor` of a device node path, if it is a block device.
 pub fn block_dev_of(path: &Path) -> Option<String> {
     let meta = fs::metadata(path).ok()?;
-    meta.file_type().is_block_device().then(|| dev_string(meta.rdev()))
+    meta.file_type()
+        .is_block_device()
+        .then(|| dev_string(meta.rdev()))
 }
 
 /// What the system is using: mounts by device number, swap devices and swap files.
@@ -133,7 +144,9 @@ impl SystemUse {
                     let path = PathBuf::from(unescape_octal(name));
                     match block_dev_of(&path) {
                         Some(dev) => usage.swap_devices.push(dev),
-                        None => usage.swap_files.push(fs::canonicalize(&path).unwrap_or(path)),
+                        None => usage
+                            .swap_files
+                            .push(fs::canonicalize(&path).unwrap_or(path)),
                     }
                 }
             }
@@ -182,7 +195,12 @@ fn udev_properties(dev: &str) -> HashMap<String, String> {
 
 fn serial_from_vpd(path: &Path) -> Option<String> {
     let data = fs::read(path).ok()?;
-    let text: String = data.get(4..)?.iter().filter(|b| b.is_ascii_graphic()).map(|b| *b as char).collect();
+    let text: String = data
+        .get(4..)?
+        .iter()
+        .filter(|b| b.is_ascii_graphic())
+        .map(|b| *b as char)
+        .collect();
     (!text.is_empty()).then_some(text)
 }
 
@@ -201,7 +219,9 @@ pub fn list_devices() -> std::io::Result<Vec<BlockDevice>> {
         let real_text = real.to_string_lossy().into_owned();
         let is_partition = sys.join("partition").exists();
         let parent = if is_partition {
-            real.parent().and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned())
+            real.parent()
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
         } else {
             None
         };
@@ -236,7 +256,8 @@ pub fn list_devices() -> std::io::Result<Vec<BlockDevice>> {
             parent,
             size_bytes,
             logical_sector_size: read_u64(disk_sys.join("queue/logical_block_size")).unwrap_or(512),
-            physical_sector_size: read_u64(disk_sys.join("queue/physical_block_size")).unwrap_or(512),
+            physical_sector_size: read_u64(disk_sys.join("queue/physical_block_size"))
+                .unwrap_or(512),
             model,
             serial,
             transport: transport_of(&name, &real_text),
@@ -254,13 +275,23 @@ pub fn list_devices() -> std::io::Result<Vec<BlockDevice>> {
     }
     devices.sort_by(|a, b| a.name.cmp(&b.name));
     // Partitions to their disks.
-    let names: Vec<(String, Option<String>)> = devices.iter().map(|d| (d.name.clone(), d.parent.clone())).collect();
+    let names: Vec<(String, Option<String>)> = devices
+        .iter()
+        .map(|d| (d.name.clone(), d.parent.clone()))
+        .collect();
     for device in &mut devices {
-        device.partitions =
-            names.iter().filter(|(_, p)| p.as_deref() == Some(&device.name)).map(|(n, _)| n.clone()).collect();
+        device.partitions = names
+            .iter()
+            .filter(|(_, p)| p.as_deref() == Some(&device.name))
+            .map(|(n, _)| n.clone())
+            .collect();
     }
     // The disks under the root file system (through dm/md holders, via their slaves).
-    let root_disks = usage.root_dev.as_deref().map(|dev| disks_under(dev)).unwrap_or_default();
+    let root_disks = usage
+        .root_dev
+        .as_deref()
+        .map(disks_under)
+        .unwrap_or_default();
     // What uses each device itself.
     let own_use: HashMap<String, Vec<String>> = devices
         .iter()
@@ -277,7 +308,11 @@ pub fn list_devices() -> std::io::Result<Vec<BlockDevice>> {
                 reasons.push(format!(
                     "{} is held by {} (LVM, RAID or encryption)",
                     d.path,
-                    holders.iter().map(|h| format!("/dev/{h}")).collect::<Vec<_>>().join(", ")
+                    holders
+                        .iter()
+                        .map(|h| format!("/dev/{h}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             (d.name.clone(), reasons)
@@ -291,7 +326,10 @@ pub fn list_devices() -> std::io::Result<Vec<BlockDevice>> {
         let whole_disk = device.parent.as_deref().unwrap_or(&device.name).to_string();
         if device.parent.is_none() && root_disks.contains(&whole_disk) {
             device.holds_running_system = true;
-            reasons.push(format!("{} holds the running system (the / file system is on it)", device.path));
+            reasons.push(format!(
+                "{} holds the running system (the / file system is on it)",
+                device.path
+            ));
         }
         device.in_use = reasons;
     }
@@ -300,7 +338,11 @@ pub fn list_devices() -> std::io::Result<Vec<BlockDevice>> {
 
 fn holders_of(name: &str) -> Vec<String> {
     fs::read_dir(format!("/sys/class/block/{name}/holders"))
-        .map(|dir| dir.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -318,9 +360,16 @@ fn collect_disks(sys: &Path, out: &mut Vec<String>, depth: u32) {
     if depth > 8 {
         return;
     }
-    let name = sys.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = sys
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let slaves: Vec<PathBuf> = fs::read_dir(sys.join("slaves"))
-        .map(|d| d.filter_map(|e| e.ok()).filter_map(|e| fs::canonicalize(e.path()).ok()).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter_map(|e| fs::canonicalize(e.path()).ok())
+                .collect()
+        })
         .unwrap_or_default();
     if !slaves.is_empty() {
         for slave in slaves {
@@ -347,9 +396,27 @@ mod tests {
 
     #[test]
     fn transports() {
-        assert_eq!(transport_of("sdb", "/sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/host3/target3:0:0/3:0:0:0/block/sdb"), "usb");
-        assert_eq!(transport_of("sda", "/sys/devices/pci0000:00/0000:00:17.0/ata1/host0/block/sda"), "sata");
-        assert_eq!(transport_of("nvme0n1", "/sys/devices/pci0000:00/nvme/nvme0/nvme0n1"), "nvme");
-        assert_eq!(transport_of("loop0", "/sys/devices/virtual/block/loop0"), "loop");
+        assert_eq!(
+            transport_of(
+                "sdb",
+                "/sys/devices/pci0000:00/0000:00:14.0/usb2/2-1/host3/target3:0:0/3:0:0:0/block/sdb"
+            ),
+            "usb"
+        );
+        assert_eq!(
+            transport_of(
+                "sda",
+                "/sys/devices/pci0000:00/0000:00:17.0/ata1/host0/block/sda"
+            ),
+            "sata"
+        );
+        assert_eq!(
+            transport_of("nvme0n1", "/sys/devices/pci0000:00/nvme/nvme0/nvme0n1"),
+            "nvme"
+        );
+        assert_eq!(
+            transport_of("loop0", "/sys/devices/virtual/block/loop0"),
+            "loop"
+        );
     }
 }

@@ -56,7 +56,11 @@ impl AlignedBuf {
         let storage = vec![0u8; len + ALIGN];
         let address = storage.as_ptr() as usize;
         let start = (ALIGN - address % ALIGN) % ALIGN;
-        AlignedBuf { storage, start, len }
+        AlignedBuf {
+            storage,
+            start,
+            len,
+        }
     }
 
     pub fn as_slice(&self) -> &[u8] {
@@ -128,7 +132,10 @@ impl TestHooks {
         let dir = std::env::var_os("SAFEHAND_WIPE_TEST_DIR").map(PathBuf::from);
         TestHooks {
             step: dir.is_some() && std::env::var("SAFEHAND_WIPE_TEST_STEP").as_deref() == Ok("1"),
-            pause_at: dir.as_ref().and(std::env::var("SAFEHAND_WIPE_TEST_PAUSE_AT").ok()).and_then(|v| v.parse().ok()),
+            pause_at: dir
+                .as_ref()
+                .and(std::env::var("SAFEHAND_WIPE_TEST_PAUSE_AT").ok())
+                .and_then(|v| v.parse().ok()),
             dir,
         }
     }
@@ -180,7 +187,10 @@ fn write_fully(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
             Ok(0) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::WriteZero,
-                    format!("short write: the device accepted {done} of {} bytes", data.len()),
+                    format!(
+                        "short write: the device accepted {done} of {} bytes",
+                        data.len()
+                    ),
                 ))
             }
             Ok(n) => done += n,
@@ -198,7 +208,10 @@ fn read_fully(file: &File, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
             Ok(0) => {
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
-                    format!("short read: the device returned {done} of {} bytes", buf.len()),
+                    format!(
+                        "short read: the device returned {done} of {} bytes",
+                        buf.len()
+                    ),
                 ))
             }
             Ok(n) => done += n,
@@ -262,7 +275,11 @@ fn progress_bar(size: u64, prefix: String, show: bool) -> ProgressBar {
 
 fn rate(bytes: u64, elapsed: Duration) -> String {
     let secs = elapsed.as_secs_f64().max(1e-6);
-    format!("{:.1} s, {:.0} MiB/s", secs, bytes as f64 / secs / (1024.0 * 1024.0))
+    format!(
+        "{:.1} s, {:.0} MiB/s",
+        secs,
+        bytes as f64 / secs / (1024.0 * 1024.0)
+    )
 }
 
 /// Runs the passes of a wipe.
@@ -307,30 +324,55 @@ impl Engine<'_> {
                     self.interrupt,
                 );
                 if self.interrupt.load(Ordering::SeqCst) && number < total {
-                    stopped = Some(StoppedAt { pass: number + 1, offset: 0, verifying: false });
+                    stopped = Some(StoppedAt {
+                        pass: number + 1,
+                        offset: 0,
+                        verifying: false,
+                    });
                 }
             }
         }
         (records, stopped)
     }
 
-    fn run_pass(&self, number: u32, total: u32, pass: &PassPlan) -> (PassRecord, Option<StoppedAt>) {
+    fn run_pass(
+        &self,
+        number: u32,
+        total: u32,
+        pass: &PassPlan,
+    ) -> (PassRecord, Option<StoppedAt>) {
         let size = self.medium.size;
         let stream = matches!(pass.pattern, Pattern::Random).then(RandomStream::new);
         let label = pass.pattern.label();
         let description = match (&pass.pattern, &stream) {
-            (Pattern::Random, Some(s)) => format!("random (AES-128-CTR, seed SHA-256 {})", s.seed_digest()),
+            (Pattern::Random, Some(s)) => {
+                format!("random (AES-128-CTR, seed SHA-256 {})", s.seed_digest())
+            }
             _ => format!("constant 0x{label}"),
         };
         let started_at = now();
         let clock = Instant::now();
-        let bar = progress_bar(size, format!("pass {number}/{total} write {label}"), self.show_progress);
+        let bar = progress_bar(
+            size,
+            format!("pass {number}/{total} write {label}"),
+            self.show_progress,
+        );
         let mut write_errors = RangeLog::default();
-        let (written, stop) = self.write_pass(&pass.pattern, stream.as_ref(), number, &bar, &mut write_errors);
+        let (written, stop) = self.write_pass(
+            &pass.pattern,
+            stream.as_ref(),
+            number,
+            &bar,
+            &mut write_errors,
+        );
         bar.finish_and_clear();
         if stop.is_none() {
             if let Err(e) = self.medium.file.sync_data() {
-                write_errors.add(0, size, format!("flushing the device's write cache failed: {e}"));
+                write_errors.add(
+                    0,
+                    size,
+                    format!("flushing the device's write cache failed: {e}"),
+                );
             }
         }
         let ended_at = now();
@@ -345,7 +387,11 @@ impl Engine<'_> {
             pattern: label.clone(),
             description,
             seed_sha256: stream.as_ref().map(|s| s.seed_digest()),
-            status: if stop.is_some() { "interrupted".into() } else { "done".into() },
+            status: if stop.is_some() {
+                "interrupted".into()
+            } else {
+                "done".into()
+            },
             bytes_planned: size,
             bytes_written: written,
             started_at: Some(started_at),
@@ -359,11 +405,21 @@ impl Engine<'_> {
         }
         let verify_started = now();
         let clock = Instant::now();
-        let bar = progress_bar(size, format!("pass {number}/{total} verify {label}"), self.show_progress);
+        let bar = progress_bar(
+            size,
+            format!("pass {number}/{total} verify {label}"),
+            self.show_progress,
+        );
         let mut mismatches = RangeLog::default();
         let mut read_errors = RangeLog::default();
-        let (verified, stop) =
-            self.verify_pass(&pass.pattern, stream.as_ref(), number, &bar, &mut mismatches, &mut read_errors);
+        let (verified, stop) = self.verify_pass(
+            &pass.pattern,
+            stream.as_ref(),
+            number,
+            &bar,
+            &mut mismatches,
+            &mut read_errors,
+        );
         bar.finish_and_clear();
         let result = if stop.is_some() {
             "interrupted"
@@ -413,7 +469,9 @@ impl Engine<'_> {
     ) -> (u64, Option<StoppedAt>) {
         let size = self.medium.size;
         let block = block_for(pattern);
-        let buf_len = (block as u64).min(size.div_ceil(ALIGN as u64) * ALIGN as u64).max(ALIGN as u64) as usize;
+        let buf_len = (block as u64)
+            .min(size.div_ceil(ALIGN as u64) * ALIGN as u64)
+            .max(ALIGN as u64) as usize;
         let file = &self.medium.file;
         let mut written = 0u64;
         let mut paused = false;
@@ -438,7 +496,14 @@ impl Engine<'_> {
                 });
                 for (offset, len, buf) in full_rx.iter() {
                     if self.should_stop(number, offset, &mut paused) {
-                        return (written, Some(StoppedAt { pass: number, offset, verifying: false }));
+                        return (
+                            written,
+                            Some(StoppedAt {
+                                pass: number,
+                                offset,
+                                verifying: false,
+                            }),
+                        );
                     }
                     written += write_block(file, &buf.as_slice()[..len], offset, errors);
                     bar.inc(len as u64);
@@ -452,7 +517,14 @@ impl Engine<'_> {
                 let mut offset = 0u64;
                 while offset < size {
                     if self.should_stop(number, offset, &mut paused) {
-                        return (written, Some(StoppedAt { pass: number, offset, verifying: false }));
+                        return (
+                            written,
+                            Some(StoppedAt {
+                                pass: number,
+                                offset,
+                                verifying: false,
+                            }),
+                        );
                     }
                     let len = (size - offset).min(block as u64) as usize;
                     written += write_block(file, &buf.as_slice()[..len], offset, errors);
@@ -482,7 +554,9 @@ impl Engine<'_> {
             let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
         }
         let block = block_for(pattern);
-        let buf_len = (block as u64).min(size.div_ceil(ALIGN as u64) * ALIGN as u64).max(ALIGN as u64) as usize;
+        let buf_len = (block as u64)
+            .min(size.div_ceil(ALIGN as u64) * ALIGN as u64)
+            .max(ALIGN as u64) as usize;
         let mut expected = AlignedBuf::new(buf_len);
         if let Pattern::Constant(bytes) = pattern {
             fill_pattern(expected.as_mut_slice(), bytes);
@@ -509,7 +583,14 @@ impl Engine<'_> {
             });
             for (offset, len, mut buf, result) in full_rx.iter() {
                 if self.interrupt.load(Ordering::SeqCst) {
-                    return (verified, Some(StoppedAt { pass: number, offset, verifying: true }));
+                    return (
+                        verified,
+                        Some(StoppedAt {
+                            pass: number,
+                            offset,
+                            verifying: true,
+                        }),
+                    );
                 }
                 // Random passes: regenerate the stream and compare as we go.
                 let random = match (pattern, stream) {
@@ -537,7 +618,9 @@ impl Engine<'_> {
                     }
                     _ => None,
                 };
-                let want = regenerated.as_deref().unwrap_or(&expected.as_slice()[..len]);
+                let want = regenerated
+                    .as_deref()
+                    .unwrap_or(&expected.as_slice()[..len]);
                 match result {
                     Ok(()) => {
                         compare(&buf.as_slice()[..len], want, offset, mismatches);
@@ -551,10 +634,19 @@ impl Engine<'_> {
                             let start = i * SUB_BLOCK;
                             match read_fully(file, piece, at) {
                                 Ok(()) => {
-                                    compare(piece, &want[start..start + piece.len()], at, mismatches);
+                                    compare(
+                                        piece,
+                                        &want[start..start + piece.len()],
+                                        at,
+                                        mismatches,
+                                    );
                                     verified += piece.len() as u64;
                                 }
-                                Err(e) => read_errors.add(at, at + piece.len() as u64, format!("read failed: {e}")),
+                                Err(e) => read_errors.add(
+                                    at,
+                                    at + piece.len() as u64,
+                                    format!("read failed: {e}"),
+                                ),
                             }
                         }
                     }

@@ -38,16 +38,32 @@ pub fn parse_hdparm_n(output: &str) -> Option<HpaReport> {
 }
 
 fn finding(status: &str, detail: String) -> HiddenAreaFinding {
-    HiddenAreaFinding { status: status.into(), detail }
+    HiddenAreaFinding {
+        status: status.into(),
+        detail,
+    }
 }
 
 /// Checks a target for a host-protected area. Only ATA-style disks can report one.
 pub fn check(path: &str, kind: &str, transport: &str) -> HiddenAreaFinding {
     match kind {
-        "file" => return finding("not-applicable", "a regular file has no hidden sectors of its own".into()),
-        "loop" => return finding("not-applicable", "a loop device has no host-protected area".into()),
+        "file" => {
+            return finding(
+                "not-applicable",
+                "a regular file has no hidden sectors of its own".into(),
+            )
+        }
+        "loop" => {
+            return finding(
+                "not-applicable",
+                "a loop device has no host-protected area".into(),
+            )
+        }
         "partition" => {
-            return finding("not-applicable", "a partition cannot hold a host-protected area (check the whole disk)".into())
+            return finding(
+                "not-applicable",
+                "a partition cannot hold a host-protected area (check the whole disk)".into(),
+            )
         }
         _ => {}
     }
@@ -60,7 +76,10 @@ pub fn check(path: &str, kind: &str, transport: &str) -> HiddenAreaFinding {
     let output = match Command::new("hdparm").arg("-N").arg(path).output() {
         Ok(output) => output,
         Err(_) => {
-            return finding("unknown", "hdparm is not installed, so a host-protected area could not be checked".into())
+            return finding(
+                "unknown",
+                "hdparm is not installed, so a host-protected area could not be checked".into(),
+            )
         }
     };
     let text = String::from_utf8_lossy(&output.stdout);
@@ -97,10 +116,20 @@ mod tests {
         let enabled = "\n/dev/sda:\n max sectors   = 976771055/976773168, HPA is enabled\n";
         assert_eq!(
             parse_hdparm_n(enabled),
-            Some(HpaReport { visible_sectors: 976771055, native_sectors: 976773168 })
+            Some(HpaReport {
+                visible_sectors: 976771055,
+                native_sectors: 976773168
+            })
         );
-        let newer = "\n/dev/sdb:\n accessible max address = 1000215216/1000215216, HPA is disabled\n";
-        assert_eq!(parse_hdparm_n(newer).map(|r| r.native_sectors), Some(1000215216));
-        assert_eq!(parse_hdparm_n("/dev/sdc:\n SG_IO: bad/missing sense data"), None);
+        let newer =
+            "\n/dev/sdb:\n accessible max address = 1000215216/1000215216, HPA is disabled\n";
+        assert_eq!(
+            parse_hdparm_n(newer).map(|r| r.native_sectors),
+            Some(1000215216)
+        );
+        assert_eq!(
+            parse_hdparm_n("/dev/sdc:\n SG_IO: bad/missing sense data"),
+            None
+        );
     }
 }

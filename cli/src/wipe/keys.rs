@@ -25,7 +25,9 @@ pub fn default_key_path() -> anyhow::Result<PathBuf> {
 pub fn load_or_create(path: &Path) -> anyhow::Result<(SigningKey, bool)> {
     match fs::read_to_string(path) {
         Ok(text) => {
-            let mode = fs::metadata(path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+            let mode = fs::metadata(path)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0);
             if mode & 0o077 != 0 {
                 bail!(
                     "the signing key {} can be read by other users (mode {mode:o}); run `chmod 600 {}` and try again",
@@ -62,11 +64,21 @@ pub fn load_or_create(path: &Path) -> anyhow::Result<(SigningKey, bool)> {
 
 /// Writes `bytes` to `path` atomically (temporary file, then rename), mode 0600.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<()> {
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temp)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp)?;
         file.write_all(bytes)?;
         file.sync_all()?;
         fs::rename(&temp, path)

@@ -113,7 +113,9 @@ fn custom(list: &str) -> anyhow::Result<Vec<Pattern>> {
             passes.push(Pattern::Random);
             continue;
         }
-        let bytes = hex::decode(&item).ok().filter(|b| !b.is_empty() && b.len() <= 64);
+        let bytes = hex::decode(&item)
+            .ok()
+            .filter(|b| !b.is_empty() && b.len() <= 64);
         match bytes {
             Some(bytes) => passes.push(Pattern::Constant(bytes)),
             None => anyhow::bail!(
@@ -129,7 +131,12 @@ fn custom(list: &str) -> anyhow::Result<Vec<Pattern>> {
 
 /// Expands a method name into its passes (`--passes` rounds, then the optional blank pass)
 /// and marks which are verified.
-pub fn plan(method: &str, verify: VerifyMode, rounds: u32, blank: bool) -> anyhow::Result<WipePlan> {
+pub fn plan(
+    method: &str,
+    verify: VerifyMode,
+    rounds: u32,
+    blank: bool,
+) -> anyhow::Result<WipePlan> {
     if rounds == 0 {
         anyhow::bail!("--passes must be at least 1");
     }
@@ -173,14 +180,22 @@ pub fn plan(method: &str, verify: VerifyMode, rounds: u32, blank: bool) -> anyho
         }
     }
     if blank {
-        passes.push(PassPlan { pattern: c(&[0x00]), verify: verify == VerifyMode::All });
+        passes.push(PassPlan {
+            pattern: c(&[0x00]),
+            verify: verify == VerifyMode::All,
+        });
     }
     if verify == VerifyMode::Last {
         if let Some(last) = passes.last_mut() {
             last.verify = true;
         }
     }
-    Ok(WipePlan { method: method.to_string(), passes, rounds, blank })
+    Ok(WipePlan {
+        method: method.to_string(),
+        passes,
+        rounds,
+        blank,
+    })
 }
 
 #[cfg(test)]
@@ -193,9 +208,18 @@ mod tests {
 
     #[test]
     fn pass_lists() {
-        assert_eq!(labels(&plan("zero", VerifyMode::Last, 1, false).unwrap()), ["00"]);
-        assert_eq!(labels(&plan("one", VerifyMode::Last, 1, true).unwrap()), ["ff", "00"]);
-        assert_eq!(labels(&plan("hmg-is5", VerifyMode::None, 1, false).unwrap()), ["00", "ff", "random"]);
+        assert_eq!(
+            labels(&plan("zero", VerifyMode::Last, 1, false).unwrap()),
+            ["00"]
+        );
+        assert_eq!(
+            labels(&plan("one", VerifyMode::Last, 1, true).unwrap()),
+            ["ff", "00"]
+        );
+        assert_eq!(
+            labels(&plan("hmg-is5", VerifyMode::None, 1, false).unwrap()),
+            ["00", "ff", "random"]
+        );
         let dod = plan("dod-3", VerifyMode::Last, 1, false).unwrap();
         match (&dod.passes[0].pattern, &dod.passes[1].pattern) {
             (Pattern::Constant(a), Pattern::Constant(b)) => assert_eq!(a[0], !b[0]),
@@ -205,7 +229,10 @@ mod tests {
         assert_eq!(dod7.passes.len(), 7);
         let g = plan("gutmann", VerifyMode::Last, 1, false).unwrap();
         assert_eq!(g.passes.len(), 35);
-        assert!(g.passes[..4].iter().chain(&g.passes[31..]).all(|p| p.pattern == Pattern::Random));
+        assert!(g.passes[..4]
+            .iter()
+            .chain(&g.passes[31..])
+            .all(|p| p.pattern == Pattern::Random));
         assert!(g.passes[4..31].iter().all(|p| p.pattern != Pattern::Random));
         assert_eq!(
             labels(&plan("custom:00,FF,random,55aa", VerifyMode::Last, 2, false).unwrap()),
@@ -217,12 +244,30 @@ mod tests {
 
     #[test]
     fn verification_choice() {
-        let v: Vec<bool> =
-            plan("hmg-is5", VerifyMode::None, 1, false).unwrap().passes.iter().map(|p| p.verify).collect();
+        let v: Vec<bool> = plan("hmg-is5", VerifyMode::None, 1, false)
+            .unwrap()
+            .passes
+            .iter()
+            .map(|p| p.verify)
+            .collect();
         assert_eq!(v, [false, false, true]);
-        let v: Vec<bool> = plan("dod-3", VerifyMode::Last, 1, true).unwrap().passes.iter().map(|p| p.verify).collect();
+        let v: Vec<bool> = plan("dod-3", VerifyMode::Last, 1, true)
+            .unwrap()
+            .passes
+            .iter()
+            .map(|p| p.verify)
+            .collect();
         assert_eq!(v, [false, false, false, true]);
-        assert!(plan("zero", VerifyMode::All, 2, false).unwrap().passes.iter().all(|p| p.verify));
-        assert!(plan("nist-clear", VerifyMode::None, 1, false).unwrap().passes[0].verify);
+        assert!(plan("zero", VerifyMode::All, 2, false)
+            .unwrap()
+            .passes
+            .iter()
+            .all(|p| p.verify));
+        assert!(
+            plan("nist-clear", VerifyMode::None, 1, false)
+                .unwrap()
+                .passes[0]
+                .verify
+        );
     }
 }

@@ -20,7 +20,9 @@ pub struct RandomStream {
 
 impl std::fmt::Debug for RandomStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RandomStream").field("seed_sha256", &self.seed_digest()).finish()
+        f.debug_struct("RandomStream")
+            .field("seed_sha256", &self.seed_digest())
+            .finish()
     }
 }
 
@@ -64,7 +66,11 @@ impl RandomStream {
             expected.fill(0);
             cipher.apply_keystream(expected);
             if expected != chunk {
-                for (j, (a, b)) in chunk.chunks(granule).zip(expected.chunks(granule)).enumerate() {
+                for (j, (a, b)) in chunk
+                    .chunks(granule)
+                    .zip(expected.chunks(granule))
+                    .enumerate()
+                {
                     if a != b {
                         bad.push(i * (step / granule) + j);
                     }

@@ -57,8 +57,12 @@ impl Target {
 
 /// Identifies TARGET: a block device (disk, partition, loop) or a regular file.
 pub fn identify(path: &Path) -> anyhow::Result<Target> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot open {}: check the path (see `safehand devices`)", path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "cannot open {}: check the path (see `safehand devices`)",
+            path.display()
+        )
+    })?;
     let file_type = meta.file_type();
     if file_type.is_file() {
         let size = meta.len();
@@ -166,24 +170,35 @@ pub fn open(target: &Target) -> anyhow::Result<Medium> {
     // A file whose size is not a multiple of 4 KiB cannot take O_DIRECT writes at its tail.
     let try_direct = block_device || size % 4096 == 0;
     let open_with = |extra: i32| -> std::io::Result<File> {
-        OpenOptions::new().read(true).write(true).custom_flags(flags | extra).open(&target.path)
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(flags | extra)
+            .open(&target.path)
     };
     let (mut file, direct) = match try_direct.then(|| open_with(libc::O_DIRECT)) {
         Some(Ok(file)) => (file, true),
         Some(Err(e)) if e.raw_os_error() == Some(libc::EBUSY) => {
-            bail!("{} is busy (mounted or in use by the kernel); unmount or release it and try again", target.path.display())
-        }
-        _ => {
-            (
-                open_with(0).with_context(|| format!("cannot open {} for writing", target.path.display()))?,
-                false,
+            bail!(
+                "{} is busy (mounted or in use by the kernel); unmount or release it and try again",
+                target.path.display()
             )
         }
+        _ => (
+            open_with(0)
+                .with_context(|| format!("cannot open {} for writing", target.path.display()))?,
+            false,
+        ),
     };
     // The size the kernel reports right now wins over the listing (a file may have changed).
-    let actual = file.seek(SeekFrom::End(0)).context("cannot find the target's size")?;
+    let actual = file
+        .seek(SeekFrom::End(0))
+        .context("cannot find the target's size")?;
     if actual != size {
-        bail!("{} changed size while it was being identified ({size} -> {actual} bytes); try again", target.path.display());
+        bail!(
+            "{} changed size while it was being identified ({size} -> {actual} bytes); try again",
+            target.path.display()
+        );
     }
     Ok(Medium { file, direct, size })
 }

@@ -19,7 +19,9 @@ fn write_value(value: &serde_json::Value, out: &mut String) -> Result<(), Certif
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => {
             if n.is_f64() {
-                return Err(CertificateError::Malformed("fractional numbers are not allowed".into()));
+                return Err(CertificateError::Malformed(
+                    "fractional numbers are not allowed".into(),
+                ));
             }
             out.push_str(&n.to_string());
         }
@@ -79,8 +81,10 @@ mod tests {
 
     #[test]
     fn sorts_keys_and_escapes_like_jcs() {
-        let v: serde_json::Value =
-            serde_json::from_str(r#"{"b":[1,true,null],"a":"x\n\u0001\"é","€":1,"\ud83d\ude00":2}"#).unwrap();
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"b":[1,true,null],"a":"x\n\u0001\"é","€":1,"\ud83d\ude00":2}"#,
+        )
+        .unwrap();
         assert_eq!(
             canonical_json(&v).unwrap(),
             "{\"a\":\"x\\n\\u0001\\\"é\",\"b\":[1,true,null],\"€\":1,\"\u{1f600}\":2}"

@@ -95,12 +95,15 @@ impl SigningKey {
         let encoded = text
             .trim()
             .strip_prefix(SIGNING_KEY_PREFIX)
-            .ok_or_else(|| CertificateError::BadKey(format!("a signing key file starts with `{SIGNING_KEY_PREFIX}`")))?;
-        let bytes = Zeroizing::new(
-            BASE64
-                .decode(encoded)
-                .map_err(|_| CertificateError::BadKey("the signing key is not valid base64".into()))?,
-        );
+            .ok_or_else(|| {
+                CertificateError::BadKey(format!(
+                    "a signing key file starts with `{SIGNING_KEY_PREFIX}`"
+                ))
+            })?;
+        let bytes =
+            Zeroizing::new(BASE64.decode(encoded).map_err(|_| {
+                CertificateError::BadKey("the signing key is not valid base64".into())
+            })?);
         let seed: &[u8; 32] = bytes
             .as_slice()
             .try_into()
@@ -111,7 +114,10 @@ impl SigningKey {
     /// The key file text (one line, ends with a newline). Keep it in a 0600 file.
     pub fn to_key_file_text(&self) -> Zeroizing<String> {
         let seed = Zeroizing::new(self.0.to_bytes());
-        Zeroizing::new(format!("{SIGNING_KEY_PREFIX}{}\n", BASE64.encode(seed.as_slice())))
+        Zeroizing::new(format!(
+            "{SIGNING_KEY_PREFIX}{}\n",
+            BASE64.encode(seed.as_slice())
+        ))
     }
 
     /// The public half, which goes into every certificate this key signs.
@@ -392,7 +398,10 @@ impl WipeCertificate {
         WipeCertificate {
             format: CERTIFICATE_FORMAT.into(),
             certificate_id: "0123456789abcdef0123456789abcdef".into(),
-            tool: ToolFacts { name: "safehand".into(), version: "0.1.0".into() },
+            tool: ToolFacts {
+                name: "safehand".into(),
+                version: "0.1.0".into(),
+            },
             operator: "A. Technician".into(),
             organisation: Some("Example Primary School".into()),
             asset_tag: Some("EPS-0042".into()),
@@ -409,8 +418,16 @@ impl WipeCertificate {
                 rotational: Some(false),
                 removable: Some(true),
             },
-            hidden_area: HiddenAreaFinding { status: "unknown".into(), detail: "hdparm not available".into() },
-            method: MethodFacts { name: "zero".into(), pass_list: vec!["00".into()], rounds: 1, final_blank: false },
+            hidden_area: HiddenAreaFinding {
+                status: "unknown".into(),
+                detail: "hdparm not available".into(),
+            },
+            method: MethodFacts {
+                name: "zero".into(),
+                pass_list: vec!["00".into()],
+                rounds: 1,
+                final_blank: false,
+            },
             verification: VerificationFacts {
                 mode: "last".into(),
                 cache_bypass: "O_DIRECT".into(),
@@ -438,7 +455,10 @@ impl WipeCertificate {
                     ended_at: "2026-01-01T10:00:02Z".into(),
                 }),
             }],
-            nist: NistFinding { category: NistCategory::Clear, reason: "verified overwrite (flash: Clear only)".into() },
+            nist: NistFinding {
+                category: NistCategory::Clear,
+                reason: "verified overwrite (flash: Clear only)".into(),
+            },
             warnings: vec!["Flash media: Purge needs a firmware sanitize or destruction.".into()],
             result: WipeResult::Erased,
             result_detail: "all passes written and verified".into(),
@@ -473,8 +493,12 @@ fn signed_message(certificate_canonical: &str) -> Vec<u8> {
 }
 
 /// Signs a certificate and returns the bytes of the certificate file (canonical JSON + newline).
-pub fn sign_certificate(certificate: &WipeCertificate, key: &SigningKey) -> Result<Vec<u8>, CertificateError> {
-    let value = serde_json::to_value(certificate).map_err(|e| CertificateError::Malformed(e.to_string()))?;
+pub fn sign_certificate(
+    certificate: &WipeCertificate,
+    key: &SigningKey,
+) -> Result<Vec<u8>, CertificateError> {
+    let value = serde_json::to_value(certificate)
+        .map_err(|e| CertificateError::Malformed(e.to_string()))?;
     let canonical = canonical_json(&value)?;
     let signature = key.0.sign(&signed_message(&canonical));
     let block = SignatureBlock {
@@ -492,9 +516,12 @@ pub fn sign_certificate(certificate: &WipeCertificate, key: &SigningKey) -> Resu
 }
 
 /// Checks a certificate file: canonical form, signature, and (if given) the trusted signer.
-pub fn verify_certificate(bytes: &[u8], trusted: Option<&PublicKey>) -> Result<VerifiedCertificate, CertificateError> {
-    let document: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| CertificateError::Malformed(format!("not JSON ({e})")))?;
+pub fn verify_certificate(
+    bytes: &[u8],
+    trusted: Option<&PublicKey>,
+) -> Result<VerifiedCertificate, CertificateError> {
+    let document: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| CertificateError::Malformed(format!("not JSON ({e})")))?;
     let mut expected = canonical_json(&document)?.into_bytes();
     expected.push(b'\n');
     if expected != bytes {
@@ -503,16 +530,24 @@ pub fn verify_certificate(bytes: &[u8], trusted: Option<&PublicKey>) -> Result<V
     let object = document
         .as_object()
         .filter(|o| o.len() == 2)
-        .ok_or_else(|| CertificateError::Malformed("expected exactly `certificate` and `signature`".into()))?;
+        .ok_or_else(|| {
+            CertificateError::Malformed("expected exactly `certificate` and `signature`".into())
+        })?;
     let certificate_value = object
         .get("certificate")
         .ok_or_else(|| CertificateError::Malformed("no `certificate`".into()))?;
     let block: SignatureBlock = serde_json::from_value(
-        object.get("signature").cloned().ok_or_else(|| CertificateError::Malformed("no `signature`".into()))?,
+        object
+            .get("signature")
+            .cloned()
+            .ok_or_else(|| CertificateError::Malformed("no `signature`".into()))?,
     )
     .map_err(|e| CertificateError::Malformed(format!("signature block: {e}")))?;
     if block.algorithm != "Ed25519" {
-        return Err(CertificateError::Malformed(format!("unknown signature algorithm `{}`", block.algorithm)));
+        return Err(CertificateError::Malformed(format!(
+            "unknown signature algorithm `{}`",
+            block.algorithm
+        )));
     }
     let signer: PublicKey = block.public_key.parse()?;
     let signature_bytes: [u8; 64] = BASE64
@@ -528,15 +563,24 @@ pub fn verify_certificate(bytes: &[u8], trusted: Option<&PublicKey>) -> Result<V
         .map_err(|_| CertificateError::BadSignature)?;
     if let Some(trusted) = trusted {
         if trusted != &signer {
-            return Err(CertificateError::UntrustedSigner { expected: trusted.to_string(), actual: signer.to_string() });
+            return Err(CertificateError::UntrustedSigner {
+                expected: trusted.to_string(),
+                actual: signer.to_string(),
+            });
         }
     }
     let certificate: WipeCertificate = serde_json::from_value(certificate_value.clone())
         .map_err(|e| CertificateError::Malformed(format!("certificate fields: {e}")))?;
     if certificate.format != CERTIFICATE_FORMAT {
-        return Err(CertificateError::Malformed(format!("unknown format `{}`", certificate.format)));
+        return Err(CertificateError::Malformed(format!(
+            "unknown format `{}`",
+            certificate.format
+        )));
     }
-    Ok(VerifiedCertificate { certificate, signer })
+    Ok(VerifiedCertificate {
+        certificate,
+        signer,
+    })
 }
 
 #[cfg(test)]
@@ -554,7 +598,10 @@ mod tests {
         for i in (0..bytes.len()).step_by(7) {
             let mut t = bytes.clone();
             t[i] ^= 0x01;
-            assert!(verify_certificate(&t, None).is_err(), "byte {i} changed but verified");
+            assert!(
+                verify_certificate(&t, None).is_err(),
+                "byte {i} changed but verified"
+            );
         }
     }
 
@@ -583,7 +630,12 @@ mod tests {
     fn a_changed_result_fails_even_when_re_canonicalised() {
         let key = SigningKey::generate();
         let bytes = sign_certificate(&WipeCertificate::example(), &key).unwrap();
-        let text = String::from_utf8(bytes).unwrap().replace("\"ERASED\"", "\"FAILED\"");
-        assert!(matches!(verify_certificate(text.as_bytes(), None), Err(CertificateError::BadSignature)));
+        let text = String::from_utf8(bytes)
+            .unwrap()
+            .replace("\"ERASED\"", "\"FAILED\"");
+        assert!(matches!(
+            verify_certificate(text.as_bytes(), None),
+            Err(CertificateError::BadSignature)
+        ));
     }
 }

@@ -32,7 +32,8 @@ impl Page {
     }
 
     fn rule(&mut self, x1: f32, y1: f32, x2: f32) {
-        self.ops.push_str(&format!("0.5 w {x1:.1} {y1:.1} m {x2:.1} {y1:.1} l S\n"));
+        self.ops
+            .push_str(&format!("0.5 w {x1:.1} {y1:.1} m {x2:.1} {y1:.1} l S\n"));
     }
 
     /// Adds a body line; drops it (and notes that) if the facts area is full.
@@ -41,7 +42,13 @@ impl Page {
             if !self.truncated {
                 self.truncated = true;
                 let y = self.y;
-                self.text(MARGIN, y, "F2", BODY_SIZE, "... more in the signed JSON certificate.");
+                self.text(
+                    MARGIN,
+                    y,
+                    "F2",
+                    BODY_SIZE,
+                    "... more in the signed JSON certificate.",
+                );
                 self.y -= LINE;
             }
             return;
@@ -55,7 +62,7 @@ impl Page {
         let mut first = true;
         for chunk in wrap(&format!("{label}: {value}"), WRAP) {
             let chunk = if first { chunk } else { format!("    {chunk}") };
-            self.line(if first { "F1" } else { "F1" }, &chunk);
+            self.line("F1", &chunk);
             first = false;
         }
     }
@@ -103,7 +110,9 @@ fn pdf_string(text: &str) -> String {
                 out.push(c);
             }
             ' '..='~' => out.push(c),
-            c if (0xA0..=0xFF).contains(&(c as u32)) => out.push_str(&format!("\\{:03o}", c as u32)),
+            c if (0xA0..=0xFF).contains(&(c as u32)) => {
+                out.push_str(&format!("\\{:03o}", c as u32))
+            }
             _ => out.push('?'),
         }
     }
@@ -119,8 +128,11 @@ fn yes_no(value: Option<bool>) -> &'static str {
 }
 
 fn ranges(list: &[ByteRangeError], more: u64) -> String {
-    let mut parts: Vec<String> =
-        list.iter().take(4).map(|r| format!("bytes {}-{} ({})", r.start, r.end, r.error)).collect();
+    let mut parts: Vec<String> = list
+        .iter()
+        .take(4)
+        .map(|r| format!("bytes {}-{} ({})", r.start, r.end, r.error))
+        .collect();
     let hidden = (list.len().saturating_sub(4)) as u64 + more;
     if hidden > 0 {
         parts.push(format!("and {hidden} more"));
@@ -131,21 +143,46 @@ fn ranges(list: &[ByteRangeError], more: u64) -> String {
 /// Renders the certificate as a one-page A4 PDF with signature and validation blocks.
 pub fn render_pdf(certificate: &WipeCertificate, signer: &PublicKey) -> Vec<u8> {
     let c = certificate;
-    let mut page = Page { ops: String::new(), y: PAGE_HEIGHT - MARGIN - 14.0, truncated: false };
+    let mut page = Page {
+        ops: String::new(),
+        y: PAGE_HEIGHT - MARGIN - 14.0,
+        truncated: false,
+    };
     let y = page.y;
     page.text(MARGIN, y, "F2", 16.0, "Certificate of Erasure");
     page.y -= 16.0;
     let y = page.y;
-    page.text(MARGIN, y, "F1", BODY_SIZE, "Record of media sanitization (NIST SP 800-88 Appendix G form), produced by Safehand.");
+    page.text(
+        MARGIN,
+        y,
+        "F1",
+        BODY_SIZE,
+        "Record of media sanitization (NIST SP 800-88 Appendix G form), produced by Safehand.",
+    );
     page.y -= 18.0;
     let y = page.y;
-    page.text(MARGIN, y, "F2", 12.0, &format!("Result: {}     NIST SP 800-88 category: {}", c.result, c.nist.category));
+    page.text(
+        MARGIN,
+        y,
+        "F2",
+        12.0,
+        &format!(
+            "Result: {}     NIST SP 800-88 category: {}",
+            c.result, c.nist.category
+        ),
+    );
     page.y -= 14.0;
     page.field("Why", &c.result_detail);
     page.field("Category reason", &c.nist.reason);
 
     page.heading("Media");
-    page.field("Device", &format!("{} ({}, {})", c.device.path, c.device.kind, c.device.transport));
+    page.field(
+        "Device",
+        &format!(
+            "{} ({}, {})",
+            c.device.path, c.device.kind, c.device.transport
+        ),
+    );
     page.field(
         "Model / serial",
         &format!(
@@ -165,8 +202,14 @@ pub fn render_pdf(certificate: &WipeCertificate, signer: &PublicKey) -> Vec<u8> 
             yes_no(c.device.removable)
         ),
     );
-    page.field("Hidden areas (HPA/DCO)", &format!("{}: {}", c.hidden_area.status, c.hidden_area.detail));
-    page.field("Asset tag", c.asset_tag.as_deref().unwrap_or("(none given)"));
+    page.field(
+        "Hidden areas (HPA/DCO)",
+        &format!("{}: {}", c.hidden_area.status, c.hidden_area.detail),
+    );
+    page.field(
+        "Asset tag",
+        c.asset_tag.as_deref().unwrap_or("(none given)"),
+    );
 
     page.heading("Sanitization");
     page.field(
@@ -175,16 +218,29 @@ pub fn render_pdf(certificate: &WipeCertificate, signer: &PublicKey) -> Vec<u8> 
             "{} (overwrite), {} round(s){}; pass list: {}",
             c.method.name,
             c.method.rounds,
-            if c.method.final_blank { ", final blanking pass" } else { "" },
+            if c.method.final_blank {
+                ", final blanking pass"
+            } else {
+                ""
+            },
             c.method.pass_list.join(", ")
         ),
     );
     page.field(
         "Verification",
-        &format!("{} ({}, reads bypass the page cache via {})", c.verification.mode, c.verification.coverage, c.verification.cache_bypass),
+        &format!(
+            "{} ({}, reads bypass the page cache via {})",
+            c.verification.mode, c.verification.coverage, c.verification.cache_bypass
+        ),
     );
-    page.field("Tool", &format!("{} {} on host {}", c.tool.name, c.tool.version, c.host));
-    page.field("Started / ended", &format!("{} / {}", c.started_at, c.ended_at));
+    page.field(
+        "Tool",
+        &format!("{} {} on host {}", c.tool.name, c.tool.version, c.host),
+    );
+    page.field(
+        "Started / ended",
+        &format!("{} / {}", c.started_at, c.ended_at),
+    );
     for pass in &c.passes {
         let verify = match &pass.verification {
             Some(v) => format!("verify {} ({} bytes)", v.result, v.bytes_verified),
@@ -204,11 +260,17 @@ pub fn render_pdf(certificate: &WipeCertificate, signer: &PublicKey) -> Vec<u8> 
             ),
         );
         if !pass.write_errors.is_empty() {
-            page.field("    write errors", &ranges(&pass.write_errors, pass.more_write_errors_not_listed));
+            page.field(
+                "    write errors",
+                &ranges(&pass.write_errors, pass.more_write_errors_not_listed),
+            );
         }
         if let Some(v) = &pass.verification {
             if !v.mismatches.is_empty() {
-                page.field("    mismatches", &ranges(&v.mismatches, v.more_ranges_not_listed));
+                page.field(
+                    "    mismatches",
+                    &ranges(&v.mismatches, v.more_ranges_not_listed),
+                );
             }
             if !v.read_errors.is_empty() {
                 page.field("    read errors", &ranges(&v.read_errors, 0));
@@ -224,7 +286,16 @@ pub fn render_pdf(certificate: &WipeCertificate, signer: &PublicKey) -> Vec<u8> 
 
     // Signature block: always at the same place at the foot of the page.
     let mut y = FACTS_FLOOR - 6.0;
-    page.text(MARGIN, y, "F1", 7.0, &format!("Certificate id {}; signed (Ed25519) by {}.", c.certificate_id, signer));
+    page.text(
+        MARGIN,
+        y,
+        "F1",
+        7.0,
+        &format!(
+            "Certificate id {}; signed (Ed25519) by {}.",
+            c.certificate_id, signer
+        ),
+    );
     y -= 9.0;
     page.text(MARGIN, y, "F1", 7.0, "The signed JSON file is the authoritative record: check it with `safehand cert verify CERT.json --trusted-key KEY`.");
     y -= 16.0;
@@ -253,10 +324,19 @@ pub fn render_pdf(certificate: &WipeCertificate, signer: &PublicKey) -> Vec<u8> 
     page.text(300.0, y, "F1", BODY_SIZE, "Date:");
     page.rule(325.0, y - 1.0, PAGE_WIDTH - MARGIN);
     y -= 22.0;
-    page.text(MARGIN, y, "F1", BODY_SIZE, "Media destination (reuse / recycling / destruction / other):");
+    page.text(
+        MARGIN,
+        y,
+        "F1",
+        BODY_SIZE,
+        "Media destination (reuse / recycling / destruction / other):",
+    );
     page.rule(265.0, y - 1.0, PAGE_WIDTH - MARGIN);
 
-    assemble(&page.ops, &format!("Certificate of Erasure {}", c.certificate_id))
+    assemble(
+        &page.ops,
+        &format!("Certificate of Erasure {}", c.certificate_id),
+    )
 }
 
 fn assemble(content: &str, title: &str) -> Vec<u8> {
@@ -267,9 +347,14 @@ fn assemble(content: &str, title: &str) -> Vec<u8> {
             "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {PAGE_WIDTH} {PAGE_HEIGHT}] \
              /Resources << /Font << /F1 4 0 R /F2 5 0 R >> >> /Contents 6 0 R >>"
         ),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>".to_string(),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>".to_string(),
-        format!("<< /Length {} >>\nstream\n{content}endstream", content.len()),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+            .to_string(),
+        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>"
+            .to_string(),
+        format!(
+            "<< /Length {} >>\nstream\n{content}endstream",
+            content.len()
+        ),
         format!("<< /Title ({}) /Producer (Safehand) >>", pdf_string(title)),
     ];
     let mut out = Vec::new();
@@ -280,13 +365,18 @@ fn assemble(content: &str, title: &str) -> Vec<u8> {
         out.extend_from_slice(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
     }
     let xref = out.len();
-    out.extend_from_slice(format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes());
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
     for offset in offsets {
         out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
     }
     out.extend_from_slice(
-        format!("trailer\n<< /Size {} /Root 1 0 R /Info 7 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1)
-            .as_bytes(),
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R /Info 7 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
     );
     out
 }
