@@ -887,3 +887,41 @@ fn read(path: &Path) -> Vec<u8> {
     }
     data
 }
+
+#[test]
+fn a_terminal_gets_a_progress_bar_per_pass_with_throughput_and_time_left() {
+    let Some(_guard) = setup() else { return };
+    let Some(script) = external_tool("script") else {
+        return;
+    };
+    let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+    let dev = LoopDevice::new(&shm.path().join("img"), 256 << 20);
+    let sh = Safehand::new();
+    let cert = shm.path().join("c.json");
+    // `script` gives the wipe a pseudo-terminal, as an operator at a console has.
+    let command = format!(
+        "{} wipe {} --method custom:00,random --verify all --yes --expect-serial {} --certificate {}",
+        workspace_binary("safehand").display(),
+        dev.path,
+        dev.path,
+        cert.display()
+    );
+    let out = run(Command::new(script)
+        .env("XDG_CONFIG_HOME", sh.config.path())
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null()));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let screen = stdout(&out);
+    for bar in [
+        "pass 1/2 write 00 [",
+        "pass 1/2 verify 00 [",
+        "pass 2/2 write random [",
+        "pass 2/2 verify random [",
+    ] {
+        assert!(screen.contains(bar), "no progress bar `{bar}`: {screen}");
+    }
+    assert!(
+        screen.contains("MiB/s") && screen.contains(" left"),
+        "throughput and time left: {screen}"
+    );
+}
