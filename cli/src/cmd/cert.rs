@@ -96,6 +96,7 @@ fn show(c: &WipeCertificate, signer: &PublicKey) {
     }
 }
 
+/// Runs `safehand cert verify|show|pdf|key`; exits 1 when a certificate does not verify.
 pub fn run(command: CertCommand) -> anyhow::Result<ExitCode> {
     match command {
         CertCommand::Verify {

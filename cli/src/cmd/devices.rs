@@ -26,6 +26,7 @@ fn flag(value: Option<bool>) -> &'static str {
     }
 }
 
+/// Runs `safehand devices [--json]`.
 pub fn run(args: DevicesArgs) -> anyhow::Result<ExitCode> {
     let devices = list_devices().context("cannot read /sys/class/block")?;
     if args.json {

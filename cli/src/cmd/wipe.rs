@@ -244,6 +244,7 @@ fn describe(target: &Target) -> String {
     lines.join("\n")
 }
 
+/// Runs `safehand wipe`; the exit code follows the result (see the module docs).
 pub fn run(args: WipeArgs) -> anyhow::Result<ExitCode> {
     let verify = VerifyMode::parse(&args.verify)?;
     let wipe_plan = plan(&args.method, verify, args.passes.unwrap_or(1), args.blank)?;

@@ -21,15 +21,23 @@ pub struct BlockDevice {
     pub dev: String,
     /// The whole disk a partition belongs to.
     pub parent: Option<String>,
+    /// Size in bytes.
     pub size_bytes: u64,
+    /// Logical sector size in bytes (the unit of addressing).
     pub logical_sector_size: u64,
+    /// Physical sector size in bytes (the unit the medium writes).
     pub physical_sector_size: u64,
+    /// Model, from sysfs or the udev database.
     pub model: Option<String>,
+    /// Serial number, from udev, sysfs or SCSI VPD page 0x80.
     pub serial: Option<String>,
     /// `sata`, `nvme`, `usb`, `mmc`, `virtio`, `scsi`, `loop`, ...
     pub transport: String,
+    /// Spinning disk (true) or flash/SSD (false), as the kernel reports it.
     pub rotational: Option<bool>,
+    /// Removable medium (USB sticks, card readers), as the kernel reports it.
     pub removable: Option<bool>,
+    /// Read-only (write-protect switch or `blockdev --setro`).
     pub read_only: bool,
     /// For loop devices: the file behind it.
     pub backing_file: Option<String>,
@@ -104,6 +112,7 @@ pub struct SystemUse {
 }
 
 impl SystemUse {
+    /// Reads the mount table and the swap list now.
     pub fn read() -> Self {
         let mut usage = SystemUse::default();
         if let Ok(text) = fs::read_to_string("/proc/self/mountinfo") {

@@ -52,6 +52,7 @@ pub struct AlignedBuf {
 }
 
 impl AlignedBuf {
+    /// A zeroed buffer of `len` usable bytes.
     pub fn new(len: usize) -> Self {
         let storage = vec![0u8; len + ALIGN];
         let address = storage.as_ptr() as usize;
@@ -63,10 +64,12 @@ impl AlignedBuf {
         }
     }
 
+    /// The aligned bytes.
     pub fn as_slice(&self) -> &[u8] {
         &self.storage[self.start..self.start + self.len]
     }
 
+    /// The aligned bytes, writable.
     pub fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.storage[self.start..self.start + self.len]
     }
@@ -75,9 +78,11 @@ impl AlignedBuf {
 /// The opened target.
 #[derive(Debug)]
 pub struct Medium {
+    /// Open for reading and writing.
     pub file: File,
     /// Opened with `O_DIRECT`.
     pub direct: bool,
+    /// Bytes to overwrite.
     pub size: u64,
 }
 
@@ -95,11 +100,14 @@ impl Medium {
 /// Byte ranges with errors, merged when contiguous and of the same kind, capped.
 #[derive(Debug, Default)]
 pub struct RangeLog {
+    /// Listed ranges, in order.
     pub ranges: Vec<ByteRangeError>,
+    /// Ranges beyond the listing cap, only counted.
     pub more: u64,
 }
 
 impl RangeLog {
+    /// Records `[start, end)` with what went wrong.
     pub fn add(&mut self, start: u64, end: u64, error: String) {
         if let Some(last) = self.ranges.last_mut() {
             if last.end == start && last.error == error {
@@ -114,6 +122,7 @@ impl RangeLog {
         self.ranges.push(ByteRangeError { start, end, error });
     }
 
+    /// No range recorded.
     pub fn is_empty(&self) -> bool {
         self.ranges.is_empty() && self.more == 0
     }
@@ -128,6 +137,7 @@ pub struct TestHooks {
 }
 
 impl TestHooks {
+    /// Reads the `SAFEHAND_WIPE_TEST_*` variables (absent in normal use: no pauses).
     pub fn from_env() -> Self {
         let dir = std::env::var_os("SAFEHAND_WIPE_TEST_DIR").map(PathBuf::from);
         TestHooks {
@@ -308,17 +318,24 @@ fn rate(bytes: u64, elapsed: Duration) -> String {
 
 /// Runs the passes of a wipe.
 pub struct Engine<'a> {
+    /// The opened target.
     pub medium: &'a Medium,
+    /// Set by SIGINT/SIGTERM/SIGHUP; checked between blocks.
     pub interrupt: &'a AtomicBool,
+    /// Test-only pauses.
     pub hooks: TestHooks,
+    /// Draw progress bars (stderr is a terminal).
     pub show_progress: bool,
 }
 
 /// How far an interrupted pass got.
 #[derive(Debug, Clone, Copy)]
 pub struct StoppedAt {
+    /// 1-based pass number.
     pub pass: u32,
+    /// Bytes of that pass done (written or verified).
     pub offset: u64,
+    /// Stopped while reading back rather than writing.
     pub verifying: bool,
 }
 

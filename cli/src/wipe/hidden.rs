@@ -11,7 +11,9 @@ use safehand_crypto::certificate::HiddenAreaFinding;
 /// What `hdparm -N` said, decoded.
 #[derive(Debug, PartialEq, Eq)]
 pub struct HpaReport {
+    /// Sectors the operating system can address.
     pub visible_sectors: u64,
+    /// Sectors the drive really has.
     pub native_sectors: u64,
 }
 

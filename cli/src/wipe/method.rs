@@ -30,6 +30,7 @@ pub enum VerifyMode {
 }
 
 impl VerifyMode {
+    /// Parses `--verify`.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         match text {
             "none" => Ok(VerifyMode::None),
@@ -39,6 +40,7 @@ impl VerifyMode {
         }
     }
 
+    /// The name as `--verify` takes it.
     pub fn name(self) -> &'static str {
         match self {
             VerifyMode::None => "none",
@@ -51,16 +53,22 @@ impl VerifyMode {
 /// One planned pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PassPlan {
+    /// What the pass writes.
     pub pattern: Pattern,
+    /// Whether the pass is read back.
     pub verify: bool,
 }
 
 /// A method expanded into its passes.
 #[derive(Debug, Clone)]
 pub struct WipePlan {
+    /// The method as named on the command line.
     pub method: String,
+    /// Every pass in order (rounds and blanking included).
     pub passes: Vec<PassPlan>,
+    /// `--passes`.
     pub rounds: u32,
+    /// `--blank`.
     pub blank: bool,
 }
 

@@ -50,6 +50,7 @@ impl Target {
         false
     }
 
+    /// The target is a regular file.
     pub fn is_file(&self) -> bool {
         self.facts.kind == "file"
     }
