@@ -925,3 +925,66 @@ fn a_terminal_gets_a_progress_bar_per_pass_with_throughput_and_time_left() {
         "throughput and time left: {screen}"
     );
 }
+
+#[test]
+fn data_the_medium_lost_after_writing_is_caught_by_verification() {
+    let Some(_guard) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let dev = LoopDevice::new(&dir.path().join("img"), 8 << 20);
+    let sh = Safehand::new();
+    let hooks = dir.path().join("hooks");
+    fs::create_dir(&hooks).unwrap();
+    for method in ["zero", "random"] {
+        let cert = dir.path().join(format!("{method}.json"));
+        let child = sh
+            .cmd()
+            .args([
+                "wipe",
+                &dev.path,
+                "--method",
+                method,
+                "--yes",
+                "--expect-serial",
+                &dev.path,
+                "--certificate",
+            ])
+            .arg(&cert)
+            .env("SAFEHAND_WIPE_TEST_DIR", &hooks)
+            .env("SAFEHAND_WIPE_TEST_BEFORE_VERIFY", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for(&hooks.join("before-verify-1"));
+        // Behind the block layer: the backing file loses 8 KiB at 1 MiB after the wipe wrote
+        // it, as a failing or lying medium would. A read-back from the page cache would miss it.
+        {
+            use std::os::unix::fs::FileExt;
+            let backing = fs::OpenOptions::new()
+                .write(true)
+                .open(&dev.backing)
+                .unwrap();
+            backing.write_all_at(&[b'A'; 8192], 1 << 20).unwrap();
+            backing.sync_all().unwrap();
+        }
+        fs::write(hooks.join("verify-1"), b"").unwrap();
+        let out = child.wait_with_output().unwrap();
+        fs::remove_file(hooks.join("before-verify-1")).unwrap();
+        fs::remove_file(hooks.join("verify-1")).unwrap();
+        assert_eq!(out.status.code(), Some(3), "{method}: {}", stderr(&out));
+        let c = certificate(&cert);
+        assert_eq!(c["result"], "FAILED");
+        let pass = &c["passes"][0];
+        assert_eq!(
+            pass["write_errors"].as_array().unwrap().len(),
+            0,
+            "the writes themselves succeeded"
+        );
+        let v = &pass["verification"];
+        assert_eq!(v["result"], "failed");
+        assert_eq!(v["mismatches"].as_array().unwrap().len(), 1, "{v}");
+        assert_eq!(v["mismatches"][0]["start"], 1 << 20);
+        assert_eq!(v["mismatches"][0]["end"], (1 << 20) + 8192);
+        assert!(stderr(&out).contains("FAILED"), "{}", stderr(&out));
+    }
+}

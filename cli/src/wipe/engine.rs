@@ -14,6 +14,8 @@
 //! Test hooks (for the end-to-end tests only; documented in the README):
 //! `SAFEHAND_WIPE_TEST_DIR=DIR` with `SAFEHAND_WIPE_TEST_STEP=1` makes the engine create
 //! `DIR/after-pass-N` after each pass (and its read-back) and wait for `DIR/continue-N`;
+//! `SAFEHAND_WIPE_TEST_BEFORE_VERIFY=1` makes it create `DIR/before-verify-N` between writing
+//! and reading back a verified pass and wait for `DIR/verify-N`;
 //! `SAFEHAND_WIPE_TEST_PAUSE_AT=BYTES` makes the first pass create `DIR/paused` once it has
 //! written that many bytes and wait there for a signal.
 
@@ -133,6 +135,7 @@ impl RangeLog {
 pub struct TestHooks {
     dir: Option<PathBuf>,
     step: bool,
+    before_verify: bool,
     pause_at: Option<u64>,
 }
 
@@ -142,6 +145,8 @@ impl TestHooks {
         let dir = std::env::var_os("SAFEHAND_WIPE_TEST_DIR").map(PathBuf::from);
         TestHooks {
             step: dir.is_some() && std::env::var("SAFEHAND_WIPE_TEST_STEP").as_deref() == Ok("1"),
+            before_verify: dir.is_some()
+                && std::env::var("SAFEHAND_WIPE_TEST_BEFORE_VERIFY").as_deref() == Ok("1"),
             pause_at: dir
                 .as_ref()
                 .and(std::env::var("SAFEHAND_WIPE_TEST_PAUSE_AT").ok())
@@ -443,6 +448,13 @@ impl Engine<'_> {
         };
         if stop.is_some() || !pass.verify {
             return (record, stop);
+        }
+        if self.hooks.before_verify {
+            self.hooks.signal_and_wait(
+                &format!("before-verify-{number}"),
+                Some(&format!("verify-{number}")),
+                self.interrupt,
+            );
         }
         let verify_started = now();
         let clock = Instant::now();
