@@ -156,6 +156,7 @@ impl Safehand {
         for var in [
             "SAFEHAND_WIPE_TEST_DIR",
             "SAFEHAND_WIPE_TEST_STEP",
+            "SAFEHAND_WIPE_TEST_BEFORE_VERIFY",
             "SAFEHAND_WIPE_TEST_PAUSE_AT",
         ] {
             cmd.env_remove(var);
