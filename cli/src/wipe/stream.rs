@@ -30,13 +30,13 @@ impl RandomStream {
     /// A stream with a new seed from the operating system.
     pub fn new() -> Self {
         let mut seed = Zeroizing::new([0u8; 16]);
-        OsRng.fill_bytes(seed.as_mut());
+        OsRng.fill_bytes(seed.as_mut_slice());
         RandomStream { seed }
     }
 
     /// SHA-256 of the seed, hex: identifies the stream without revealing it.
     pub fn seed_digest(&self) -> String {
-        hex::encode(Sha256::digest(self.seed.as_ref()))
+        hex::encode(Sha256::digest(self.seed.as_slice()))
     }
 
     /// Fills `buf` with the stream's bytes starting at byte `offset` of the target.
@@ -46,7 +46,7 @@ impl RandomStream {
     }
 
     fn xor_into(&self, offset: u64, buf: &mut [u8]) {
-        let mut cipher = WipeCtr::new(self.seed.as_ref().into(), &[0u8; 16].into());
+        let mut cipher = WipeCtr::new((&*self.seed).into(), &[0u8; 16].into());
         cipher.seek(offset);
         cipher.apply_keystream(buf);
     }
@@ -57,7 +57,7 @@ impl RandomStream {
     pub fn mismatching_granules(&self, offset: u64, data: &[u8], granule: usize) -> Vec<usize> {
         const SCRATCH: usize = 64 << 10;
         let step = SCRATCH / granule * granule;
-        let mut cipher = WipeCtr::new(self.seed.as_ref().into(), &[0u8; 16].into());
+        let mut cipher = WipeCtr::new((&*self.seed).into(), &[0u8; 16].into());
         cipher.seek(offset);
         let mut scratch = vec![0u8; step];
         let mut bad = Vec::new();
