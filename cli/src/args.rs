@@ -8,8 +8,10 @@ use clap::{Args, Parser, Subcommand};
 /// Safehand: encrypted USB payloads, verified wiping and certificates of erasure.
 #[derive(Debug, Parser)]
 #[command(name = "safehand", version, about, long_about = None)]
-#[command(after_help = "Exit codes: 0 success; 1 failure (the message says what to do); 2 bad usage.\n\
-`safehand wipe` exits 0 only when the result is ERASED (see `safehand wipe --help`).")]
+#[command(
+    after_help = "Exit codes: 0 success; 1 failure (the message says what to do); 2 bad usage.\n\
+`safehand wipe` exits 0 only when the result is ERASED (see `safehand wipe --help`)."
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -18,21 +20,29 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Encrypt one file (or stdin) in the age format, like `age -e`.
-    #[command(after_help = "Examples:\n  safehand encrypt -r age1... -o report.pdf.age report.pdf\n  \
-safehand encrypt -p --generate -o notes.age notes.txt\n  tar c folder | safehand encrypt -R team.txt > folder.tar.age")]
+    #[command(
+        after_help = "Examples:\n  safehand encrypt -r age1... -o report.pdf.age report.pdf\n  \
+safehand encrypt -p --generate -o notes.age notes.txt\n  tar c folder | safehand encrypt -R team.txt > folder.tar.age"
+    )]
     Encrypt(EncryptArgs),
     /// Decrypt one age file (or stdin), like `age -d`.
-    #[command(after_help = "Examples:\n  safehand decrypt -i key.txt -o report.pdf report.pdf.age\n  \
-safehand decrypt notes.age            (asks for the passphrase)")]
+    #[command(
+        after_help = "Examples:\n  safehand decrypt -i key.txt -o report.pdf report.pdf.age\n  \
+safehand decrypt notes.age            (asks for the passphrase)"
+    )]
     Decrypt(DecryptArgs),
     /// Seal files and folders into one encrypted payload (age + tar), e.g. onto a USB stick.
-    #[command(after_help = "Examples:\n  safehand seal -p --generate -o /media/usb/pupils.age pupils/ consent.pdf\n  \
+    #[command(
+        after_help = "Examples:\n  safehand seal -p --generate -o /media/usb/pupils.age pupils/ consent.pdf\n  \
 safehand seal -r age1... -o payload.age folder/\n\
-Anyone without Safehand can open it with: age -d payload.age | tar x")]
+Anyone without Safehand can open it with: age -d payload.age | tar x"
+    )]
     Seal(SealArgs),
     /// Extract a sealed payload safely into a folder.
-    #[command(after_help = "Examples:\n  safehand open /media/usb/pupils.age -C ~/received\n  \
-safehand open -i key.txt payload.age")]
+    #[command(
+        after_help = "Examples:\n  safehand open /media/usb/pupils.age -C ~/received\n  \
+safehand open -i key.txt payload.age"
+    )]
     Open(OpenArgs),
     /// List a sealed payload's entries (names, sizes, times) without writing anything.
     #[command(after_help = "Example:\n  safehand list /media/usb/pupils.age")]
@@ -41,14 +51,21 @@ safehand open -i key.txt payload.age")]
     #[command(after_help = "Example:\n  safehand verify -i key.txt payload.age")]
     Verify(ReadPayloadArgs),
     /// Print a new generated passphrase (words to read aloud over the phone).
+    #[command(
+        after_help = "Example:\n  safehand passphrase > pass.txt && safehand seal --passphrase-file pass.txt -o p.age folder/\n\
+Seven words from the EFF long word list (90 bits), joined by `-`."
+    )]
     Passphrase,
     /// Generate an X25519 identity, like `age-keygen` (file mode 0600).
-    #[command(after_help = "Examples:\n  safehand keygen -o key.txt\n  safehand keygen        (prints to stdout)")]
+    #[command(
+        after_help = "Examples:\n  safehand keygen -o key.txt\n  safehand keygen        (prints to stdout)"
+    )]
     Keygen(KeygenArgs),
     /// List block devices with their identity and whether they are in use.
     Devices(DevicesArgs),
     /// Overwrite a disk, partition, loop device or file, verify it, and sign a certificate.
-    #[command(after_help = "Examples:\n  safehand wipe /dev/sdb --method nist-clear --certificate sdb.json --pdf sdb.pdf --asset-tag HT-0042\n  \
+    #[command(
+        after_help = "Examples:\n  safehand wipe /dev/sdb --method nist-clear --certificate sdb.json --pdf sdb.pdf --asset-tag HT-0042\n  \
 safehand wipe /dev/sdc --method dod-3 --verify all --yes --expect-serial WD-WCC4N1234567\n\n\
 Exit codes:\n  0  ERASED: every pass written in full and every verified pass read back as written\n  \
 1  nothing was written (refused: mounted, swap, running system; not confirmed; bad input)\n  \
@@ -56,7 +73,8 @@ Exit codes:\n  0  ERASED: every pass written in full and every verified pass rea
 3  FAILED: a write or read error, short write or verification mismatch (ranges in the certificate)\n  \
 4  INCOMPLETE: stopped by Ctrl-C or a kill signal (the certificate says how far it got)\n  \
 5  UNVERIFIED: written without error but not read back (--verify none)\n\
-A signed certificate is written for results 0, 3, 4 and 5.")]
+A signed certificate is written for results 0, 3, 4 and 5."
+    )]
     Wipe(WipeArgs),
     /// Work with certificates of erasure.
     #[command(subcommand)]

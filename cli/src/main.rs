@@ -3,6 +3,10 @@
 
 mod args;
 mod cmd;
+mod keys;
+mod progress;
+mod streams;
+mod usage;
 mod wipe;
 
 use std::process::ExitCode;
@@ -32,6 +36,10 @@ fn main() -> ExitCode {
             if is_broken_pipe(&err) {
                 // `safehand decrypt f.age | head` is not a failure.
                 return ExitCode::SUCCESS;
+            }
+            if let Some(usage) = err.downcast_ref::<usage::UsageError>() {
+                eprintln!("safehand: error: {usage}\n(see `safehand help`)");
+                return ExitCode::from(2);
             }
             eprintln!("safehand: error: {err:#}");
             ExitCode::FAILURE

@@ -2,7 +2,7 @@
 //! the `age` crate. Memory stays flat whatever the size; writing happens on its own thread.
 
 use std::fmt;
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 
 use age::armor::{ArmoredReader, ArmoredWriter, Format};
 use age::secrecy::{ExposeSecret, SecretString};
@@ -97,7 +97,12 @@ fn encryptor(recipients: &Recipients) -> Result<age::Encryptor> {
     })
 }
 
-type Inner<R> = ArmoredReader<BufReader<R>>;
+type Inner<R> = ArmoredReader<BufReader<BufReader<R>>>;
+
+/// True for the whitespace PEM allows around an armored file.
+fn is_pem_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
 
 /// An age file whose header has been read and checked, ready to be decrypted once the caller
 /// knows which key to use ([`EncryptedFile::needs_passphrase`] tells whether to ask for a
@@ -124,12 +129,12 @@ fn map_decrypt_error(e: age::DecryptError) -> Error {
             max: MAX_SCRYPT_WORK_FACTOR,
         },
         age::DecryptError::InvalidMac => Error::HeaderAltered,
-        age::DecryptError::InvalidHeader => Error::BadHeader(
-            "its header is malformed (damaged, or not an age file)".into(),
-        ),
-        age::DecryptError::UnknownFormat => Error::BadHeader(
-            "unknown format or version (not an age v1 file)".into(),
-        ),
+        age::DecryptError::InvalidHeader => {
+            Error::BadHeader("its header is malformed (damaged, or not an age file)".into())
+        }
+        age::DecryptError::UnknownFormat => {
+            Error::BadHeader("unknown format or version (not an age v1 file)".into())
+        }
         age::DecryptError::Io(io) => {
             if let Some(a) = io
                 .get_ref()
@@ -149,12 +154,44 @@ fn map_decrypt_error(e: age::DecryptError) -> Error {
     }
 }
 
+fn looks_like_attempted_armor(head: &[u8]) -> bool {
+    let trimmed = &head[head.iter().take_while(|&&b| is_pem_space(b)).count()..];
+    // Binary age, or armor the parser recognised (then the header inside is what failed).
+    if head.starts_with(b"age-encryption.org/")
+        || trimmed.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
+    {
+        return false;
+    }
+    let lower = head.to_ascii_lowercase();
+    let has = |needle: &[u8]| lower.windows(needle.len()).any(|w| w == needle);
+    has(b"-----") && has(b"begin")
+}
+
 impl<R: Read> EncryptedFile<R> {
     /// Reads and checks the header (binary or ASCII-armored).
     pub fn new(input: R) -> Result<Self> {
-        let reader = ArmoredReader::new(input);
-        let decryptor = age::Decryptor::new_buffered(reader).map_err(map_decrypt_error)?;
-        Ok(Self { decryptor })
+        let mut buffered = BufReader::with_capacity(64 * 1024, input);
+        let head: Vec<u8> = match buffered.fill_buf() {
+            Ok(b) => b[..b.len().min(1024)].to_vec(),
+            Err(e) => return Err(Error::io("cannot read the encrypted file", e)),
+        };
+        // The spec allows whitespace before an armored file; the age crate detects armor from
+        // the very first bytes, so skip that whitespace here.
+        let spaces = head.iter().take_while(|&&b| is_pem_space(b)).count();
+        if spaces > 0 && head[spaces..].starts_with(b"-----BEGIN") {
+            buffered.consume(spaces);
+        }
+        let reader = ArmoredReader::new(buffered);
+        age::Decryptor::new_buffered(reader)
+            .map(|decryptor| Self { decryptor })
+            .map_err(|e| match map_decrypt_error(e) {
+                // Something PEM-like that the armor parser did not recognise (wrong label, case,
+                // garbage in front) is an armor problem, not a binary header problem.
+                Error::BadHeader(_) if looks_like_attempted_armor(&head) => Error::Armor(
+                    "it does not start with exactly `-----BEGIN AGE ENCRYPTED FILE-----`".into(),
+                ),
+                other => other,
+            })
     }
 
     /// True when the file is encrypted with a passphrase (one scrypt stanza).
@@ -295,7 +332,12 @@ mod tests {
     use super::*;
     use crate::keys::Identity;
 
-    fn round_trip(recipients: &Recipients, key: &DecryptionKey, armor: Armor, data: &[u8]) -> Vec<u8> {
+    fn round_trip(
+        recipients: &Recipients,
+        key: &DecryptionKey,
+        armor: Armor,
+        data: &[u8],
+    ) -> Vec<u8> {
         let (ct, n) = encrypt(recipients, armor, data, Vec::new()).unwrap();
         assert_eq!(n, data.len() as u64);
         let file = EncryptedFile::new(io::Cursor::new(ct)).unwrap();
@@ -317,7 +359,13 @@ mod tests {
     #[test]
     fn passphrase_files_use_work_factor_18() {
         let p = || SecretString::from("correct-horse-battery-staple-extra");
-        let (ct, _) = encrypt(&Recipients::Passphrase(p()), Armor::Binary, &b"hi"[..], Vec::new()).unwrap();
+        let (ct, _) = encrypt(
+            &Recipients::Passphrase(p()),
+            Armor::Binary,
+            &b"hi"[..],
+            Vec::new(),
+        )
+        .unwrap();
         let header = String::from_utf8_lossy(&ct[..120]).to_string();
         assert!(header.contains("-> scrypt "), "{header}");
         let line = header.lines().find(|l| l.starts_with("-> scrypt")).unwrap();
@@ -342,13 +390,19 @@ mod tests {
         // Cut at a chunk boundary: no final chunk at all.
         let header_len = ct.len() - (4 * (64 * 1024 + 16) + (300_000 - 4 * 65536) + 16);
         let cut = ct[..header_len + 2 * (64 * 1024 + 16)].to_vec();
-        let pt = EncryptedFile::new(io::Cursor::new(cut)).unwrap().decrypt(&key).unwrap();
+        let pt = EncryptedFile::new(io::Cursor::new(cut))
+            .unwrap()
+            .decrypt(&key)
+            .unwrap();
         assert!(matches!(decrypt_to(pt, Vec::new()), Err(Error::Truncated)));
 
         let mut flipped = ct.clone();
         let last = flipped.len() - 10;
         flipped[last] ^= 1;
-        let pt = EncryptedFile::new(io::Cursor::new(flipped)).unwrap().decrypt(&key).unwrap();
+        let pt = EncryptedFile::new(io::Cursor::new(flipped))
+            .unwrap()
+            .decrypt(&key)
+            .unwrap();
         assert!(matches!(decrypt_to(pt, Vec::new()), Err(Error::Altered)));
     }
 }

@@ -32,7 +32,9 @@ pub enum Error {
     #[error("cannot decrypt: wrong passphrase, or the file was not encrypted to this identity")]
     WrongKey,
     /// The file needs a passphrase but none was given (or identities were given instead).
-    #[error("this file is encrypted with a passphrase; give the passphrase (not an identity file)")]
+    #[error(
+        "this file is encrypted with a passphrase; give the passphrase (not an identity file)"
+    )]
     NeedsPassphrase,
     /// A passphrase-encrypted file asks for more scrypt work than we accept from untrusted input.
     #[error(
@@ -50,7 +52,10 @@ pub enum Error {
     #[error("the encrypted file is truncated (incomplete): copy it again from the original")]
     Truncated,
     /// A payload chunk failed authentication: the file was altered or damaged.
-    #[error("the encrypted file has been altered or damaged: it failed authentication")]
+    #[error(
+        "the encrypted file is damaged or incomplete, or was altered: it failed authentication; \
+         copy it again from the original"
+    )]
     Altered,
     /// A recipient string that is not an `age1...` X25519 recipient.
     #[error("{source_name}: `{value}` is not an age recipient (expected age1...)")]
@@ -114,7 +119,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub(crate) enum StreamFault {
     #[error("the encrypted file is truncated (incomplete)")]
     Truncated,
-    #[error("the encrypted file has been altered or damaged: it failed authentication")]
+    #[error(
+        "the encrypted file is damaged or incomplete, or was altered: it failed authentication"
+    )]
     Altered,
     #[error("interrupted")]
     Interrupted,
@@ -139,8 +146,9 @@ pub(crate) struct ArmorFault(pub(crate) String);
 
 /// Walks an `io::Error`'s inner errors for one of our markers.
 fn find_fault(err: &io::Error) -> Option<Error> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> =
-        err.get_ref().map(|e| e as &(dyn std::error::Error + 'static));
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = err
+        .get_ref()
+        .map(|e| e as &(dyn std::error::Error + 'static));
     while let Some(e) = cur {
         if let Some(f) = e.downcast_ref::<StreamFault>() {
             return Some(match f {
@@ -172,6 +180,12 @@ impl Error {
             context: context.into(),
             source: err,
         })
+    }
+
+    /// The decryption fault (truncated, altered, bad armor) inside an `io::Error` returned by
+    /// [`crate::PlaintextReader`], if that is what it is.
+    pub fn from_plaintext_read(err: io::Error) -> Option<Self> {
+        find_fault(&err)
     }
 
     /// True when the failure means the encrypted data itself is bad (truncated, altered,

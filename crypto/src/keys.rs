@@ -48,12 +48,12 @@ impl Recipient {
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let r = line
-                .parse::<age::x25519::Recipient>()
-                .map_err(|_| Error::InvalidRecipient {
-                    source_name: format!("{name} line {}", i + 1),
-                    value: line.to_owned(),
-                })?;
+            let r =
+                line.parse::<age::x25519::Recipient>()
+                    .map_err(|_| Error::InvalidRecipient {
+                        source_name: format!("{name} line {}", i + 1),
+                        value: line.to_owned(),
+                    })?;
             out.push(Recipient(r));
         }
         if out.is_empty() {
@@ -171,11 +171,16 @@ mod tests {
         let text = id.to_file_text("2026-01-01T00:00:00Z");
         let parsed = Identity::parse_file("key.txt", text.expose_secret()).unwrap();
         assert_eq!(parsed.len(), 1);
-        assert_eq!(parsed[0].recipient().to_string(), id.recipient().to_string());
+        assert_eq!(
+            parsed[0].recipient().to_string(),
+            id.recipient().to_string()
+        );
         assert!(!format!("{:?}", parsed[0]).contains("AGE-SECRET-KEY"));
 
         let bad = "AGE-SECRET-KEY-1QQQQ-not-really\n";
-        let err = Identity::parse_file("key.txt", bad).unwrap_err().to_string();
+        let err = Identity::parse_file("key.txt", bad)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("key.txt line 1"), "{err}");
         assert!(!err.contains("QQQQ"), "error echoed the secret line: {err}");
     }

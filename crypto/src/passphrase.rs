@@ -106,7 +106,9 @@ pub enum WeakPassphrase {
     )]
     Common,
     /// One character repeated, or one short pattern repeated.
-    #[error("it is one character or a short pattern repeated; choose something else, or use --generate")]
+    #[error(
+        "it is one character or a short pattern repeated; choose something else, or use --generate"
+    )]
     Repetitive,
 }
 
@@ -159,14 +161,20 @@ mod tests {
     fn word_list_is_the_eff_long_list() {
         assert_eq!(WORD_LIST.lines().count(), 7776);
         assert_eq!(words().len(), 7772);
-        assert!(words().iter().all(|w| w.bytes().all(|b| b.is_ascii_lowercase())));
+        assert!(words()
+            .iter()
+            .all(|w| w.bytes().all(|b| b.is_ascii_lowercase())));
         assert_eq!(words()[0], "abacus");
         assert_eq!(*words().last().unwrap(), "zoom");
     }
 
     #[test]
     fn generated_passphrases_are_strong_words_joined_by_hyphens() {
-        assert!(generated_entropy_bits() >= 80.0, "{}", generated_entropy_bits());
+        assert!(
+            generated_entropy_bits() >= 80.0,
+            "{}",
+            generated_entropy_bits()
+        );
         let a = generate();
         let b = generate();
         assert_ne!(a.expose_secret(), b.expose_secret());
@@ -181,7 +189,10 @@ mod tests {
     #[test]
     fn common_list_is_large_sorted_and_case_insensitive() {
         assert!(common_list_len() >= 30_000);
-        assert!(COMMON_PASSWORDS.lines().zip(COMMON_PASSWORDS.lines().skip(1)).all(|(a, b)| a < b));
+        assert!(COMMON_PASSWORDS
+            .lines()
+            .zip(COMMON_PASSWORDS.lines().skip(1))
+            .all(|(a, b)| a < b));
         assert!(is_common("password"));
         assert!(is_common("PassWord"));
         assert!(is_common("qwertyuiop"));
@@ -191,8 +202,14 @@ mod tests {
     #[test]
     fn weak_passphrases_are_refused_with_the_reason() {
         let check = |s: &str| check_chosen(&SecretString::from(s));
-        assert!(matches!(check("short"), Err(WeakPassphrase::TooShort { chars: 5, .. })));
-        assert_eq!(check("aaaaaaaaaaaaaaaaaaaa"), Err(WeakPassphrase::Repetitive));
+        assert!(matches!(
+            check("short"),
+            Err(WeakPassphrase::TooShort { chars: 5, .. })
+        ));
+        assert_eq!(
+            check("aaaaaaaaaaaaaaaaaaaa"),
+            Err(WeakPassphrase::Repetitive)
+        );
         assert_eq!(check("abcabcabcabcabcabc"), Err(WeakPassphrase::Repetitive));
         assert_eq!(check("1234567890987654321"), Err(WeakPassphrase::Common));
         assert_eq!(check("  Password1234567!"), Err(WeakPassphrase::Common));

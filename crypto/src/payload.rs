@@ -121,9 +121,8 @@ pub fn seal<W: Write + Send + 'static>(
                     buf: Zeroizing::new(vec![0u8; 256 * 1024]),
                 };
                 for (path, name) in inputs {
-                    let meta = fs::metadata(path).map_err(|e| {
-                        Error::io(format!("cannot read {}", path.display()), e)
-                    })?;
+                    let meta = fs::metadata(path)
+                        .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
                     sealer.add(path, name, &meta)?;
                 }
                 let mut builder = sealer.builder;
@@ -332,7 +331,9 @@ impl Read for ExactReader<'_> {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let want = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let want = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..want])?;
         if n == 0 {
             return Err(io::Error::new(
@@ -473,7 +474,9 @@ fn safe_relative(raw: &[u8]) -> std::result::Result<PathBuf, String> {
         match part {
             b"" | b"." => continue,
             b".." => {
-                return Err("its name contains `..` (it would be written outside the folder)".into())
+                return Err(
+                    "its name contains `..` (it would be written outside the folder)".into(),
+                )
             }
             _ => {
                 if i == 0 && part.len() == 2 && part[1] == b':' && part[0].is_ascii_alphabetic() {
@@ -536,7 +539,10 @@ fn kind_of(t: EntryType) -> EntryKind {
 fn is_metadata_entry(t: EntryType) -> bool {
     matches!(
         t,
-        EntryType::XGlobalHeader | EntryType::XHeader | EntryType::GNULongName | EntryType::GNULongLink
+        EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink
     )
 }
 
@@ -545,7 +551,10 @@ fn is_metadata_entry(t: EntryType) -> bool {
 fn tar_error(e: io::Error) -> Error {
     match Error::io("cannot read the payload", e) {
         Error::Io { source, .. }
-            if matches!(source.kind(), io::ErrorKind::Other | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof) =>
+            if matches!(
+                source.kind(),
+                io::ErrorKind::Other | io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+            ) =>
         {
             Error::NotAPayload(source.to_string())
         }
@@ -576,7 +585,11 @@ pub fn list<R: Read>(
             let info = EntryInfo {
                 path: String::from_utf8_lossy(&entry.path_bytes()).into_owned(),
                 kind: kind_of(t),
-                size: if kind_of(t) == EntryKind::File { entry.size() } else { 0 },
+                size: if kind_of(t) == EntryKind::File {
+                    entry.size()
+                } else {
+                    0
+                },
                 mtime: header.mtime().unwrap_or(0),
                 mode: header.mode().unwrap_or(0) & 0o7777,
                 link_target: entry
@@ -819,20 +832,34 @@ impl Extractor<'_> {
         let rel = safe_relative(&raw).map_err(|r| refuse(&raw, r))?;
         match t {
             EntryType::Char | EntryType::Block => {
-                return Err(refuse(&raw, "it is a device node; Safehand never creates device nodes"))
+                return Err(refuse(
+                    &raw,
+                    "it is a device node; Safehand never creates device nodes",
+                ))
             }
             EntryType::Fifo => {
-                return Err(refuse(&raw, "it is a FIFO (named pipe); Safehand never creates FIFOs"))
+                return Err(refuse(
+                    &raw,
+                    "it is a FIFO (named pipe); Safehand never creates FIFOs",
+                ))
             }
             EntryType::GNUSparse => {
-                return Err(refuse(&raw, "it is a GNU sparse-file entry, which Safehand does not extract"))
+                return Err(refuse(
+                    &raw,
+                    "it is a GNU sparse-file entry, which Safehand does not extract",
+                ))
             }
             EntryType::Regular
             | EntryType::Continuous
             | EntryType::Directory
             | EntryType::Symlink
             | EntryType::Link => {}
-            _ => return Err(refuse(&raw, "it has an entry type Safehand does not extract")),
+            _ => {
+                return Err(refuse(
+                    &raw,
+                    "it has an entry type Safehand does not extract",
+                ))
+            }
         }
         if rel.as_os_str().is_empty() {
             if t == EntryType::Directory {
@@ -890,9 +917,9 @@ impl Extractor<'_> {
                     .map_err(|e| Error::io(format!("cannot create {}", rel.display()), e))?;
                 let mut written = 0u64;
                 loop {
-                    let n = entry.read(&mut self.buf).map_err(|e| {
-                        Error::io("cannot read the payload", e)
-                    })?;
+                    let n = entry
+                        .read(&mut self.buf)
+                        .map_err(|e| Error::io("cannot read the payload", e))?;
                     if n == 0 {
                         break;
                     }
@@ -901,9 +928,15 @@ impl Extractor<'_> {
                     written += n as u64;
                 }
                 file.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(|e| Error::io(format!("cannot set the mode of {}", rel.display()), e))?;
-                filetime::set_file_handle_times(&file, None, Some(FileTime::from_unix_time(mtime as i64, 0)))
-                    .map_err(|e| Error::io(format!("cannot set the time of {}", rel.display()), e))?;
+                    .map_err(|e| {
+                        Error::io(format!("cannot set the mode of {}", rel.display()), e)
+                    })?;
+                filetime::set_file_handle_times(
+                    &file,
+                    None,
+                    Some(FileTime::from_unix_time(mtime as i64, 0)),
+                )
+                .map_err(|e| Error::io(format!("cannot set the time of {}", rel.display()), e))?;
                 self.files.insert(rel);
                 self.summary.files += 1;
                 self.summary.bytes += written;
@@ -936,9 +969,8 @@ impl Extractor<'_> {
                     .link_name_bytes()
                     .map(|c| c.into_owned())
                     .ok_or_else(|| refuse(&raw, "it is a hard link without a target"))?;
-                let target_rel = safe_relative(&target).map_err(|_| {
-                    refuse(&raw, "it is a hard link pointing outside the folder")
-                })?;
+                let target_rel = safe_relative(&target)
+                    .map_err(|_| refuse(&raw, "it is a hard link pointing outside the folder"))?;
                 let is_plain_file = self.files.contains(&target_rel)
                     && !self.symlinks.contains(&target_rel)
                     && fs::symlink_metadata(self.staging.join(&target_rel))
@@ -969,7 +1001,14 @@ impl Extractor<'_> {
     fn commit(&mut self) -> Result<()> {
         let mut moves = Vec::new();
         let mut merged = HashSet::new();
-        plan(self.staging, self.dir, Path::new(""), self.replace, &mut moves, &mut merged)?;
+        plan(
+            self.staging,
+            self.dir,
+            Path::new(""),
+            self.replace,
+            &mut moves,
+            &mut merged,
+        )?;
         for (from, to) in &moves {
             fs::rename(from, to)
                 .map_err(|e| Error::io(format!("cannot move {} into place", to.display()), e))?;
@@ -983,7 +1022,10 @@ impl Extractor<'_> {
                 continue; // an existing folder of the user's: leave it as it was
             }
             let path = self.dir.join(rel);
-            if fs::symlink_metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
+            if fs::symlink_metadata(&path)
+                .map(|m| m.is_dir())
+                .unwrap_or(false)
+            {
                 let _ = fs::set_permissions(&path, fs::Permissions::from_mode(*mode));
                 let _ = filetime::set_file_mtime(&path, FileTime::from_unix_time(*mtime as i64, 0));
             }
@@ -1095,6 +1137,10 @@ mod tests {
         let mut name = [0u8; 100];
         let mut prefix = [0u8; 155];
         assert!(!set_ustar_path(&mut name, &mut prefix, "é".as_bytes()));
-        assert!(!set_ustar_path(&mut name, &mut prefix, "x".repeat(300).as_bytes()));
+        assert!(!set_ustar_path(
+            &mut name,
+            &mut prefix,
+            "x".repeat(300).as_bytes()
+        ));
     }
 }

@@ -191,10 +191,17 @@ impl<W: Write + Send + 'static> ThreadedWriter<W> {
 
     /// Writes what is buffered, waits for the thread and gives the output back.
     pub(crate) fn finish(mut self) -> io::Result<W> {
-        let pipe = self.pipe.take().ok_or_else(|| io::Error::other("already finished"))?;
+        let pipe = self
+            .pipe
+            .take()
+            .ok_or_else(|| io::Error::other("already finished"))?;
         if let Err(e) = pipe.finish() {
             let real = self.thread_error();
-            return Err(if real.kind() == io::ErrorKind::Other { e } else { real });
+            return Err(if real.kind() == io::ErrorKind::Other {
+                e
+            } else {
+                real
+            });
         }
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(result)) => result,
@@ -234,7 +241,9 @@ mod tests {
 
     #[test]
     fn pipe_moves_every_byte_in_order() {
-        let data: Vec<u8> = (0..5 * BUFFER_SIZE + 123).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..5 * BUFFER_SIZE + 123)
+            .map(|i| (i % 251) as u8)
+            .collect();
         let (mut w, mut r) = pipe();
         let expected = data.clone();
         let t = std::thread::spawn(move || {
