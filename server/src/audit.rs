@@ -62,19 +62,19 @@ pub struct Record {
     pub hash: String,
 }
 
-fn record_hash(
-    seq: i64,
-    at: UnixTime,
-    actor_id: Option<i64>,
-    actor: &str,
-    action: &str,
-    subject: &str,
-    address: &str,
-    details: &str,
-    prev_hash: &str,
-) -> String {
-    let canonical =
-        serde_json::json!([seq, at, actor_id, actor, action, subject, address, details, prev_hash]);
+/// The SHA-256 over a record's fields (everything except its own `hash`).
+fn record_hash(r: &Record) -> String {
+    let canonical = serde_json::json!([
+        r.seq,
+        r.at,
+        r.actor_id,
+        r.actor,
+        r.action,
+        r.subject,
+        r.address,
+        r.details,
+        r.prev_hash
+    ]);
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
@@ -99,17 +99,20 @@ pub async fn record(
             ),
             None => (1, GENESIS.to_string()),
         };
-        let hash = record_hash(
+        let mut r = Record {
             seq,
-            now,
-            actor.user_id,
-            &actor.label,
-            action,
-            subject,
-            &actor.address,
-            &details,
-            &prev_hash,
-        );
+            at: now,
+            actor_id: actor.user_id,
+            actor: actor.label.clone(),
+            action: action.to_string(),
+            subject: subject.to_string(),
+            address: actor.address.clone(),
+            details: details.clone(),
+            prev_hash,
+            hash: String::new(),
+        };
+        r.hash = record_hash(&r);
+        let (prev_hash, hash) = (&r.prev_hash, &r.hash);
         let inserted = sqlx::query(
             "insert into audit_log (seq, at, actor_id, actor, action, subject, address, details, prev_hash, hash) \
              values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -122,8 +125,8 @@ pub async fn record(
         .bind(subject)
         .bind(&actor.address)
         .bind(&details)
-        .bind(&prev_hash)
-        .bind(&hash)
+        .bind(prev_hash)
+        .bind(hash)
         .execute(db.pool())
         .await;
         match inserted {
@@ -206,17 +209,7 @@ pub async fn verify(db: &Db) -> Result<Verification> {
                     reason: "it does not link to the record before it (that record was changed or removed)".into(),
                 });
             }
-            let computed = record_hash(
-                r.seq,
-                r.at,
-                r.actor_id,
-                &r.actor,
-                &r.action,
-                &r.subject,
-                &r.address,
-                &r.details,
-                &r.prev_hash,
-            );
+            let computed = record_hash(&r);
             if computed != r.hash {
                 return Ok(Verification::Broken {
                     seq: r.seq,
@@ -268,7 +261,7 @@ pub async fn search(db: &Db, filter: &Filter, limit: i64) -> Result<Vec<Record>>
     .bind(from)
     .bind(to)
     .bind(user.clone())
-    .bind(format!("%{}%", user.replace('%', "").replace('_', "")))
+    .bind(format!("%{}%", user.replace(['%', '_'], "")))
     .bind(filter.action.trim().to_string())
     .bind(limit)
     .fetch_all(db.pool())

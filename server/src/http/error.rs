@@ -79,8 +79,9 @@ impl IntoResponse for Error {
                 (info.status, render(&page)).into_response()
             }
         };
-        if matches!(self, Error::NotSignedIn | Error::SessionEnded) {
-            // Forget a cookie that no longer works.
+        if matches!(self, Error::SessionEnded) {
+            // Forget a cookie that no longer works. (Not for `NotSignedIn`: that cookie may be
+            // a sign-in still waiting for its code, which must survive a visit to another page.)
             if let Ok(v) = HeaderValue::from_str(&super::extract::clear_session_cookie(false)) {
                 response.headers_mut().append(header::SET_COOKIE, v);
             }

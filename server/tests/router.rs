@@ -1,0 +1,1272 @@
+//! The router driven in-process, on SQLite and on PostgreSQL: every account, session, token,
+//! CSRF, header and audit rule of the foundation, and bad input.
+
+use crate::common::*;
+use axum::body::Body;
+use axum::http::{header, Request, StatusCode};
+use safehand_server::audit::{self, Verification};
+use safehand_server::db::Dialect;
+
+crate::both_databases!(
+    first_run_setup_creates_an_admin_once,
+    setup_refuses_weak_passwords_with_linked_errors,
+    unknown_user_and_wrong_password_read_the_same,
+    wrong_and_replayed_codes_are_refused_and_recovery_codes_work_once,
+    failed_sign_ins_lock_the_account_then_the_lock_lifts,
+    sessions_end_after_idle_timeout_and_absolute_lifetime,
+    sign_out_and_sign_out_everywhere,
+    disabling_a_user_ends_their_open_session_and_tokens,
+    password_change_ends_other_sessions_and_tokens,
+    api_tokens_are_shown_once_scoped_revocable_and_expire,
+    roles_guard_pages,
+    missing_or_wrong_csrf_changes_nothing,
+    oversized_and_malformed_forms_change_nothing,
+    tampered_and_unknown_cookies_are_treated_as_signed_out,
+    security_headers_on_every_response,
+    health_readiness_and_metrics,
+    audit_log_is_append_only_and_verify_finds_the_first_broken_link,
+    audit_page_filters_and_exports,
+    totp_seed_is_stored_encrypted,
+    admin_resets_totp_and_password,
+);
+
+async fn first_run_setup_creates_an_admin_once(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    // No session: the home page sends people to sign in.
+    let page = app.get("/").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/sign-in");
+    let token = safehand_server::accounts::setup_link(app.db(), app.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    let admin = setup_admin_with(&mut app, &token).await;
+    let page = app.get("/").await;
+    assert_eq!(page.status, StatusCode::OK);
+    page.assert_contains("Hello, Ada Admin");
+    page.assert_contains("Manage users");
+    // The link worked once; now it is refused, and no new setup link is issued.
+    let mut other = app.other_browser();
+    let page = other.get(&app, &format!("/setup/{token}")).await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    page.assert_contains("This link is not valid");
+    assert!(
+        safehand_server::accounts::setup_link(app.db(), app.clock.now())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let actions: Vec<String> = audit::search(app.db(), &Default::default(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    for expected in [
+        "first_admin_created",
+        "password_set",
+        "totp_enrolled",
+        "sign_in",
+    ] {
+        assert!(
+            actions.contains(&expected.to_string()),
+            "{expected} missing from {actions:?}"
+        );
+    }
+    assert_eq!(admin.recovery_codes.len(), 10);
+}
+
+async fn setup_admin_with(app: &mut TestApp, _token: &str) -> Person {
+    // setup_admin issues its own link (which replaces this one): check the replaced one fails.
+    let person = setup_admin(app).await;
+    person
+}
+
+async fn setup_refuses_weak_passwords_with_linked_errors(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    let token = safehand_server::accounts::setup_link(app.db(), app.clock.now())
+        .await
+        .unwrap()
+        .unwrap();
+    let path = format!("/setup/{token}");
+    app.get(&path).await;
+    for (password, confirm, message) in [
+        ("short one", "short one", "at least 12 characters"),
+        ("password1234", "password1234", "too common"),
+        (&"x".repeat(129) as &str, "", "at most 128 characters"),
+        (
+            "kettle orbit lantern",
+            "kettle orbit lanterns",
+            "not the same",
+        ),
+    ] {
+        let page = app
+            .post(
+                &path,
+                &[
+                    ("name", "Ada"),
+                    ("email", "ada@school.sch.uk"),
+                    ("password", password),
+                    ("confirm", confirm),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST);
+        page.assert_contains("There is a problem");
+        page.assert_contains(message);
+        page.assert_contains("aria-invalid=\"true\"");
+    }
+    let page = app
+        .post(
+            &path,
+            &[
+                ("name", ""),
+                ("email", "not-an-email"),
+                ("password", "kettle orbit lantern"),
+                ("confirm", "kettle orbit lantern"),
+            ],
+        )
+        .await;
+    page.assert_contains("href=\"#name\"");
+    page.assert_contains("href=\"#email\"");
+    assert_eq!(
+        safehand_server::accounts::count(app.db()).await.unwrap(),
+        0,
+        "nothing was created"
+    );
+}
+
+async fn unknown_user_and_wrong_password_read_the_same(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    let admin = setup_admin(&mut app).await;
+    let mut b = app.other_browser();
+    let wrong = b
+        .post(
+            &app,
+            "/sign-in",
+            &[
+                ("email", &admin.email),
+                ("password", "not the password at all"),
+            ],
+        )
+        .await;
+    let unknown = b
+        .post(
+            &app,
+            "/sign-in",
+            &[
+                ("email", "nobody@school.sch.uk"),
+                ("password", "not the password at all"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.status, wrong.status);
+    wrong.assert_contains("Enter a correct email address and password.");
+    unknown.assert_contains("Enter a correct email address and password.");
+    let strip = |p: &Page, email: &str| {
+        p.body
+            .replace(email, "EMAIL")
+            .replace(&p.between("name=\"csrf\" value=\"", "\"").unwrap(), "")
+    };
+    assert_eq!(
+        strip(&wrong, &admin.email),
+        strip(&unknown, "nobody@school.sch.uk")
+    );
+    assert!(!b.jar.contains_key("safehand_session"));
+    let failures = audit::search(
+        app.db(),
+        &audit::Filter {
+            action: "sign_in_failed".into(),
+            ..Default::default()
+        },
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(failures.len(), 2);
+}
+
+async fn wrong_and_replayed_codes_are_refused_and_recovery_codes_work_once(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    let admin = setup_admin(&mut app).await;
+    app.jar.clear();
+    app.clock.advance(30);
+    app.post(
+        "/sign-in",
+        &[("email", &admin.email), ("password", &admin.password)],
+    )
+    .await;
+    let right = code(&app, &admin.secret);
+    let wrong = if right == "000000" {
+        "111111"
+    } else {
+        "000000"
+    };
+    let page = app.post("/sign-in/code", &[("code", wrong)]).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    page.assert_contains("The code is not right");
+    assert_eq!(
+        app.get("/").await.status,
+        StatusCode::SEE_OTHER,
+        "not signed in after a wrong code"
+    );
+    let page = app.post("/sign-in/code", &[("code", &right)]).await;
+    assert_eq!(page.location(), "/");
+    // Same code again, in another browser, within its validity: refused as replayed.
+    let mut other = app.other_browser();
+    other
+        .post(
+            &app,
+            "/sign-in",
+            &[("email", &admin.email), ("password", &admin.password)],
+        )
+        .await;
+    let page = other.post(&app, "/sign-in/code", &[("code", &right)]).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    page.assert_contains("already been used");
+    // A recovery code works once (typed in upper case with spaces), then never again.
+    let recovery = admin.recovery_codes[0].to_uppercase().replace('-', " ");
+    let page = other
+        .post(&app, "/sign-in/code", &[("code", &recovery)])
+        .await;
+    assert_eq!(page.location(), "/", "{}", page.body);
+    let mut third = app.other_browser();
+    third
+        .post(
+            &app,
+            "/sign-in",
+            &[("email", &admin.email), ("password", &admin.password)],
+        )
+        .await;
+    let page = third
+        .post(&app, "/sign-in/code", &[("code", &admin.recovery_codes[0])])
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    let page = other.get(&app, "/account").await;
+    page.assert_contains("You have 9 unused recovery codes");
+}
+
+async fn failed_sign_ins_lock_the_account_then_the_lock_lifts(backend: Backend) {
+    let mut app = TestApp::with_settings(backend, |s| {
+        s.throttle.lock_after = 3;
+        s.throttle.lock_for = 600;
+    })
+    .await;
+    let admin = setup_admin(&mut app).await;
+    let mut b = app.other_browser();
+    for _ in 0..3 {
+        let page = b
+            .post(
+                &app,
+                "/sign-in",
+                &[("email", &admin.email), ("password", "wrong wrong wrong")],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    }
+    // Locked: even the right password is refused, with a message that says so.
+    let page = b
+        .post(
+            &app,
+            "/sign-in",
+            &[("email", &admin.email), ("password", &admin.password)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    page.assert_contains("Sign-in is locked for 10 more minutes");
+    // An unknown account locks the same way (no way to tell which accounts exist).
+    for _ in 0..3 {
+        b.post(
+            &app,
+            "/sign-in",
+            &[
+                ("email", "ghost@school.sch.uk"),
+                ("password", "wrong wrong wrong"),
+            ],
+        )
+        .await;
+    }
+    let page = b
+        .post(
+            &app,
+            "/sign-in",
+            &[
+                ("email", "ghost@school.sch.uk"),
+                ("password", "wrong wrong wrong"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    // The owner (signed in elsewhere) and admins see the failures; admins see the lock.
+    let page = app.get("/account").await;
+    page.assert_contains("wrong password");
+    let users = app.get("/admin/users").await;
+    users.assert_contains("locked");
+    app.clock.advance(601);
+    sign_in(&mut app, &admin).await;
+    let metrics = app.get("/metrics").await;
+    assert!(
+        metrics.body.contains("safehand_sign_in_locked_total 2"),
+        "{}",
+        metrics.body
+    );
+}
+
+async fn sessions_end_after_idle_timeout_and_absolute_lifetime(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    let admin = setup_admin(&mut app).await;
+    app.clock.advance(14 * 60);
+    assert_eq!(
+        app.get("/").await.status,
+        StatusCode::OK,
+        "active within 15 minutes"
+    );
+    app.clock.advance(15 * 60);
+    let page = app.get("/").await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(page.location(), "/sign-in?ended=1");
+    let page = app.get("/sign-in?ended=1").await;
+    page.assert_contains("Your session has ended");
+    // Absolute lifetime: busy all day still ends at 12 hours.
+    sign_in(&mut app, &admin).await;
+    for _ in 0..(12 * 6 - 1) {
+        app.clock.advance(10 * 60);
+        assert_eq!(app.get("/").await.status, StatusCode::OK);
+    }
+    app.clock.advance(10 * 60);
+    assert_eq!(app.get("/").await.location(), "/sign-in?ended=1");
+    // A half-finished sign-in (password only) cannot reach pages and expires.
+    app.clock.advance(30);
+    app.post(
+        "/sign-in",
+        &[("email", &admin.email), ("password", &admin.password)],
+    )
+    .await;
+    assert_eq!(app.get("/").await.status, StatusCode::SEE_OTHER);
+    app.clock.advance(11 * 60);
+    let page = app
+        .post("/sign-in/code", &[("code", &code(&app, &admin.secret))])
+        .await;
+    assert_eq!(page.location(), "/sign-in?ended=1");
+}
+
+async fn sign_out_and_sign_out_everywhere(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    let admin = setup_admin(&mut app).await;
+    let old_cookie = app.jar.get("safehand_session").cloned().unwrap();
+    let page = app.post("/sign-out", &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    page.assert_contains("You have signed out");
+    assert!(!app.jar.contains_key("safehand_session"));
+    // The old cookie is dead even if someone kept it.
+    let mut thief = app.other_browser();
+    thief.jar.insert("safehand_session".into(), old_cookie);
+    assert_eq!(thief.get(&app, "/").await.status, StatusCode::SEE_OTHER);
+    // Two browsers; "sign out everywhere" in one ends both.
+    sign_in(&mut app, &admin).await;
+    let mut phone = app.other_browser();
+    phone
+        .post(
+            &app,
+            "/sign-in",
+            &[("email", &admin.email), ("password", &admin.password)],
+        )
+        .await;
+    app.clock.advance(30);
+    phone
+        .post(
+            &app,
+            "/sign-in/code",
+            &[("code", &code(&app, &admin.secret))],
+        )
+        .await;
+    assert_eq!(phone.get(&app, "/").await.status, StatusCode::OK);
+    let page = app.get("/account").await;
+    assert!(
+        page.body.matches("<tr><td>").count() >= 2,
+        "both sessions listed"
+    );
+    let page = app.post("/account/sign-out-everywhere", &[]).await;
+    page.assert_contains("signed out everywhere");
+    assert_eq!(phone.get(&app, "/").await.status, StatusCode::SEE_OTHER);
+    assert_eq!(app.get("/").await.status, StatusCode::SEE_OTHER);
+    let actions: Vec<String> = audit::search(app.db(), &Default::default(), 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.action)
+        .collect();
+    assert!(
+        actions.contains(&"sign_out".to_string())
+            && actions.contains(&"sign_out_everywhere".to_string())
+    );
+}
+
+async fn create_token(browser_post: Page) -> String {
+    browser_post
+        .between(
+            "id=\"token\" class=\"secret-field\" type=\"text\" readonly value=\"",
+            "\"",
+        )
+        .expect("token shown")
+}
+
+async fn me(app: &TestApp, token: &str) -> Page {
+    let mut jar = Default::default();
+    let req = Request::get("/api/v1/me")
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    send(&app.state, &mut jar, req).await
+}
+
+async fn disabling_a_user_ends_their_open_session_and_tokens(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    setup_admin(&mut app).await;
+    let (sam, mut sam_browser) =
+        invite(&mut app, "sam@school.sch.uk", "Sam Staff", &["staff"]).await;
+    assert_eq!(sam_browser.get(&app, "/").await.status, StatusCode::OK);
+    let page = sam_browser
+        .post(
+            &app,
+            "/account/tokens",
+            &[("token_name", "laptop"), ("days", "30"), ("scope", "staff")],
+        )
+        .await;
+    let token = create_token(page).await;
+    assert_eq!(me(&app, &token).await.status, StatusCode::OK);
+    let id = safehand_server::accounts::by_email(app.db(), &sam.email)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let page = app.post(&format!("/admin/users/{id}/disable"), &[]).await;
+    page.assert_contains("is disabled");
+    let page = sam_browser.get(&app, "/").await;
+    assert_eq!(
+        page.status,
+        StatusCode::SEE_OTHER,
+        "the open session fails at once"
+    );
+    let page = me(&app, &token).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert!(page
+        .headers
+        .get(header::CONTENT_TYPE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
+    assert!(
+        page.body.contains("\"error\":\"not_signed_in\""),
+        "{}",
+        page.body
+    );
+    // A disabled user cannot sign in, and sees the same message as a wrong password.
+    let mut b = app.other_browser();
+    let page = b
+        .post(
+            &app,
+            "/sign-in",
+            &[("email", &sam.email), ("password", &sam.password)],
+        )
+        .await;
+    page.assert_contains("Enter a correct email address and password.");
+    // Re-enabled, they can sign in again (tokens stay revoked).
+    app.post(&format!("/admin/users/{id}/enable"), &[]).await;
+    app.clock.advance(30);
+    let page = b
+        .post(
+            &app,
+            "/sign-in",
+            &[("email", &sam.email), ("password", &sam.password)],
+        )
+        .await;
+    assert_eq!(page.location(), "/sign-in/code");
+    assert_eq!(me(&app, &token).await.status, StatusCode::UNAUTHORIZED);
+}
+
+async fn password_change_ends_other_sessions_and_tokens(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    let mut admin = setup_admin(&mut app).await;
+    let page = app
+        .post(
+            "/account/tokens",
+            &[("token_name", "script"), ("days", "7"), ("scope", "admin")],
+        )
+        .await;
+    let token = create_token(page).await;
+    let mut other = app.other_browser();
+    app.clock.advance(30);
+    other
+        .post(
+            &app,
+            "/sign-in",
+            &[("email", &admin.email), ("password", &admin.password)],
+        )
+        .await;
+    other
+        .post(
+            &app,
+            "/sign-in/code",
+            &[("code", &code(&app, &admin.secret))],
+        )
+        .await;
+    assert_eq!(other.get(&app, "/").await.status, StatusCode::OK);
+    // Wrong current password: refused, nothing changes.
+    let page = app
+        .post(
+            "/account/password",
+            &[
+                ("current", "not it at all"),
+                ("password", "granite meadow violin"),
+                ("confirm", "granite meadow violin"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("current password is not right");
+    assert_eq!(other.get(&app, "/").await.status, StatusCode::OK);
+    let page = app
+        .post(
+            "/account/password",
+            &[
+                ("current", &admin.password),
+                ("password", "granite meadow violin"),
+                ("confirm", "granite meadow violin"),
+            ],
+        )
+        .await;
+    page.assert_contains("Your password has been changed");
+    assert_eq!(
+        app.get("/").await.status,
+        StatusCode::OK,
+        "this session stays"
+    );
+    assert_eq!(
+        other.get(&app, "/").await.status,
+        StatusCode::SEE_OTHER,
+        "the other session ended"
+    );
+    assert_eq!(
+        me(&app, &token).await.status,
+        StatusCode::UNAUTHORIZED,
+        "tokens revoked"
+    );
+    let mut b = app.other_browser();
+    let page = b
+        .post(
+            &app,
+            "/sign-in",
+            &[("email", &admin.email), ("password", &admin.password)],
+        )
+        .await;
+    assert_eq!(
+        page.status,
+        StatusCode::UNAUTHORIZED,
+        "old password no longer works"
+    );
+    admin.password = "granite meadow violin".into();
+    sign_in(&mut app, &admin).await;
+}
+
+async fn api_tokens_are_shown_once_scoped_revocable_and_expire(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    let ada = setup_admin(&mut app).await;
+    let (_sam, mut sam_b) = invite(
+        &mut app,
+        "sam@school.sch.uk",
+        "Sam Staff",
+        &["staff", "technician"],
+    )
+    .await;
+    // A token cannot have a role its owner lacks.
+    let page = sam_b
+        .post(
+            &app,
+            "/account/tokens",
+            &[("token_name", "x"), ("days", "30"), ("scope", "admin")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("only have roles your account holds");
+    for days in ["0", "366", "soon"] {
+        let page = sam_b
+            .post(
+                &app,
+                "/account/tokens",
+                &[("token_name", "x"), ("days", days), ("scope", "staff")],
+            )
+            .await;
+        page.assert_contains("from 1 to 365");
+    }
+    let page = sam_b
+        .post(
+            &app,
+            "/account/tokens",
+            &[
+                ("token_name", "laptop"),
+                ("days", "2"),
+                ("scope", "technician"),
+            ],
+        )
+        .await;
+    let token = create_token(page).await;
+    assert!(token.starts_with("shtok_"));
+    let page = me(&app, &token).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.body.contains("\"roles\":\"technician\""),
+        "scoped to technician only: {}",
+        page.body
+    );
+    // Shown once: the account page lists it without the secret.
+    let page = sam_b.get(&app, "/account").await;
+    page.assert_contains("laptop");
+    assert!(!page.body.contains(&token));
+    // Token use is audited.
+    let used = audit::search(
+        app.db(),
+        &audit::Filter {
+            action: "token_used".into(),
+            ..Default::default()
+        },
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(used.len(), 1);
+    // Expiry.
+    app.clock.advance(2 * 86_400);
+    assert_eq!(me(&app, &token).await.status, StatusCode::UNAUTHORIZED);
+    // Revocation (the admin's own session has idled out meanwhile: sign in again).
+    assert_eq!(app.get("/").await.location(), "/sign-in?ended=1");
+    sign_in(&mut app, &ada).await;
+    let (_, mut b2) = invite(&mut app, "tess@school.sch.uk", "Tess Tech", &["technician"]).await;
+    let token2 = create_token(
+        b2.post(
+            &app,
+            "/account/tokens",
+            &[
+                ("token_name", "cli"),
+                ("days", "30"),
+                ("scope", "technician"),
+            ],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(me(&app, &token2).await.status, StatusCode::OK);
+    let tess = safehand_server::accounts::by_email(app.db(), "tess@school.sch.uk")
+        .await
+        .unwrap()
+        .unwrap();
+    let list = safehand_server::tokens::list(app.db(), tess.id)
+        .await
+        .unwrap();
+    let page = b2
+        .post(&app, &format!("/account/tokens/{}/revoke", list[0].id), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert_eq!(me(&app, &token2).await.status, StatusCode::UNAUTHORIZED);
+    // Someone else's token id cannot be revoked by another user.
+    let page = sam_b
+        .post(&app, &format!("/account/tokens/{}/revoke", list[0].id), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER.min(page.status));
+    // A garbage bearer token is a JSON 401.
+    let page = me(&app, "shtok_nonsense").await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        page.headers.get(header::WWW_AUTHENTICATE).unwrap(),
+        "Bearer"
+    );
+}
+
+async fn roles_guard_pages(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    setup_admin(&mut app).await;
+    let (_sam, mut sam_b) = invite(&mut app, "sam@school.sch.uk", "Sam Staff", &["staff"]).await;
+    for path in [
+        "/admin/users",
+        "/admin/audit",
+        "/admin/audit.csv",
+        "/admin/audit.json",
+        "/admin/users/1",
+    ] {
+        let page = sam_b.get(&app, path).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{path}");
+        page.assert_contains("You do not have permission");
+    }
+    let page = sam_b
+        .post(
+            &app,
+            "/admin/users",
+            &[
+                ("name", "Eve"),
+                ("email", "eve@x.sch.uk"),
+                ("role", "admin"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(
+        safehand_server::accounts::by_email(app.db(), "eve@x.sch.uk")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let home = sam_b.get(&app, "/").await;
+    home.assert_contains("Send files securely");
+    assert!(!home.body.contains("Manage users"));
+    // An admin cannot remove the last admin role or disable themselves.
+    let page = app.post("/admin/users/1/roles", &[("role", "staff")]).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("only active admin");
+    let page = app.post("/admin/users/1/disable", &[]).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    // Roles change, and take effect at once.
+    let sam_id = safehand_server::accounts::by_email(app.db(), "sam@school.sch.uk")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    let page = app
+        .post(
+            &format!("/admin/users/{sam_id}/roles"),
+            &[("role", "staff"), ("role", "approver")],
+        )
+        .await;
+    page.assert_contains("Roles saved");
+    sam_b
+        .get(&app, "/")
+        .await
+        .assert_contains("Transfers waiting for approval");
+}
+
+async fn missing_or_wrong_csrf_changes_nothing(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    setup_admin(&mut app).await;
+    let before = safehand_server::accounts::count(app.db()).await.unwrap();
+    let cookies = app
+        .jar
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    for body in [
+        "name=Eve&email=eve%40x.sch.uk&role=staff",
+        "csrf=forged&name=Eve&email=eve%40x.sch.uk&role=staff",
+    ] {
+        let req = Request::post("/admin/users")
+            .header(header::COOKIE, &cookies)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
+        let page = app.send(req).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN);
+        page.assert_contains("This form has expired or was not sent from this service");
+    }
+    // A token from another browser's cookie does not work either.
+    let mut other = app.other_browser();
+    other.get(&app, "/sign-in").await;
+    let foreign = app
+        .state
+        .keys
+        .csrf_token(other.jar.get("safehand_csrf").unwrap());
+    let req = Request::post("/account/sign-out-everywhere")
+        .header(header::COOKIE, &cookies)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!("csrf={foreign}")))
+        .unwrap();
+    assert_eq!(app.send(req).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(app.get("/").await.status, StatusCode::OK, "still signed in");
+    assert_eq!(
+        safehand_server::accounts::count(app.db()).await.unwrap(),
+        before
+    );
+    // The sign-in form is protected too (login CSRF).
+    let req = Request::post("/sign-in")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(
+            "email=ada%40school.sch.uk&password=kettle+orbit+lantern",
+        ))
+        .unwrap();
+    let mut jar = Default::default();
+    let page = send(&app.state, &mut jar, req).await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+}
+
+async fn oversized_and_malformed_forms_change_nothing(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    setup_admin(&mut app).await;
+    let before = safehand_server::accounts::count(app.db()).await.unwrap();
+    let huge = "a".repeat(100 * 1024);
+    let page = app
+        .post(
+            "/admin/users",
+            &[
+                ("name", &huge),
+                ("email", "eve@x.sch.uk"),
+                ("role", "staff"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("The form was too large");
+    let long_name = "n".repeat(101);
+    let page = app
+        .post(
+            "/admin/users",
+            &[
+                ("name", &long_name),
+                ("email", &format!("{}@x.sch.uk", "e".repeat(250))),
+                ("role", "wizard"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("at most 100 characters");
+    page.assert_contains("at most 254 characters");
+    page.assert_contains("Choose roles from the list");
+    let page = app
+        .post(
+            "/admin/users",
+            &[
+                ("name", "Eve\u{0007}"),
+                ("email", "eve@x.sch.uk"),
+                ("role", "staff"),
+            ],
+        )
+        .await;
+    page.assert_contains("control characters");
+    let csrf = app.csrf();
+    let cookies = app
+        .jar
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    for (ctype, body) in [
+        ("application/json", format!("{{\"csrf\":\"{csrf}\"}}")),
+        (
+            "application/x-www-form-urlencoded",
+            format!("csrf={csrf}&name=Eve%00&email=eve%40x.sch.uk&role=staff"),
+        ),
+    ] {
+        let req = Request::post("/admin/users")
+            .header(header::COOKIE, &cookies)
+            .header(header::CONTENT_TYPE, ctype)
+            .body(Body::from(body))
+            .unwrap();
+        let page = app.send(req).await;
+        assert_eq!(
+            page.status,
+            StatusCode::BAD_REQUEST,
+            "{ctype}: {}",
+            page.body
+        );
+        page.assert_contains("There is a problem");
+    }
+    // Oversized sign-in fields get the ordinary message and lock nothing open.
+    let mut b = app.other_browser();
+    let page = b
+        .post(
+            &app,
+            "/sign-in",
+            &[("email", &"e".repeat(5000)), ("password", &"p".repeat(129))],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        safehand_server::accounts::count(app.db()).await.unwrap(),
+        before
+    );
+    // Bad audit filter dates are reported on the field.
+    let page = app.get("/admin/audit?from=yesterday&to=2026-13-40").await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("href=\"#from\"");
+    page.assert_contains("href=\"#to\"");
+    // Unknown pages and bad ids.
+    assert_eq!(
+        app.get("/admin/users/999999").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        app.get("/admin/users/abc").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(app.get("/no/such/page").await.status, StatusCode::NOT_FOUND);
+}
+
+async fn tampered_and_unknown_cookies_are_treated_as_signed_out(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    setup_admin(&mut app).await;
+    let good = app.jar.get("safehand_session").cloned().unwrap();
+    let mut tampered = good.clone();
+    let last = tampered.pop().unwrap();
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    for value in [
+        tampered.as_str(),
+        "",
+        "x",
+        &"A".repeat(500),
+        "../../etc/passwd",
+        "%00%ff",
+    ] {
+        let mut b = app.other_browser();
+        b.jar.insert("safehand_session".into(), value.to_string());
+        let page = b.get(&app, "/account").await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{value:?}");
+        assert_eq!(page.location(), "/sign-in");
+    }
+    assert_eq!(
+        app.get("/account").await.status,
+        StatusCode::OK,
+        "the real session still works"
+    );
+}
+
+async fn security_headers_on_every_response(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    for path in ["/sign-in", "/healthz", "/no/such/page", "/static/style.css"] {
+        let page = app.get(path).await;
+        let h = &page.headers;
+        let csp = h
+            .get(header::CONTENT_SECURITY_POLICY)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(
+            csp.contains("default-src 'none'")
+                && csp.contains("frame-ancestors 'none'")
+                && !csp.contains("unsafe-inline"),
+            "{path}"
+        );
+        assert!(!csp.contains("script-src"), "no scripts allowed at all");
+        assert_eq!(h.get(header::X_FRAME_OPTIONS).unwrap(), "DENY");
+        assert_eq!(h.get(header::X_CONTENT_TYPE_OPTIONS).unwrap(), "nosniff");
+        assert_eq!(h.get(header::REFERRER_POLICY).unwrap(), "no-referrer");
+        assert!(
+            h.get(header::STRICT_TRANSPORT_SECURITY).is_none(),
+            "no HSTS over plain HTTP"
+        );
+    }
+    let mut fresh = Default::default();
+    let page = send(
+        &app.state,
+        &mut fresh,
+        Request::get("/sign-in").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert!(!page.body.contains("<script"), "pages carry no script");
+    let cookie = page
+        .headers
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap();
+    assert!(
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && !cookie.contains("Secure")
+    );
+    // Under HTTPS: HSTS and Secure cookies.
+    let mut app = TestApp::with_settings(backend, |s| {
+        *s = safehand_server::Settings {
+            throttle: s.throttle,
+            ..safehand_server::Settings::new("https://safehand.test")
+        }
+    })
+    .await;
+    setup_admin(&mut app).await;
+    let page = app.get("/").await;
+    assert!(page
+        .headers
+        .get(header::STRICT_TRANSPORT_SECURITY)
+        .is_some());
+    let mut jar = Default::default();
+    let page = send(
+        &app.state,
+        &mut jar,
+        Request::get("/sign-in").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert!(page
+        .headers
+        .get(header::SET_COOKIE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("; Secure"));
+}
+
+async fn health_readiness_and_metrics(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    let page = app.get("/healthz").await;
+    assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "ok"));
+    let page = app.get("/readyz").await;
+    assert_eq!((page.status, page.body.as_str()), (StatusCode::OK, "ready"));
+    let page = app.get("/metrics").await;
+    page.assert_contains(
+        "safehand_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1",
+    );
+    page.assert_contains(
+        "safehand_http_request_duration_seconds_bucket{route=\"/readyz\",le=\"+Inf\"} 1",
+    );
+    let mut b = app.other_browser();
+    b.post(
+        &app,
+        "/sign-in",
+        &[("email", "x@y.sch.uk"), ("password", "wrong wrong wrong")],
+    )
+    .await;
+    let page = app.get("/metrics").await;
+    page.assert_contains(
+        "safehand_http_requests_total{method=\"POST\",route=\"/sign-in\",status=\"401\"} 1",
+    );
+    page.assert_contains("safehand_sign_in_failures_total 1");
+    page.assert_contains("safehand_sign_ins_total 0");
+    // Database gone: not ready.
+    app.state.db.close().await;
+    let page = app.get("/readyz").await;
+    assert_eq!(page.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.get("/healthz").await.status, StatusCode::OK);
+}
+
+async fn audit_log_is_append_only_and_verify_finds_the_first_broken_link(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    let admin = setup_admin(&mut app).await;
+    sign_in(&mut app, &admin).await;
+    app.post("/sign-out", &[]).await;
+    let Verification::Intact { records, .. } = audit::verify(app.db()).await.unwrap() else {
+        panic!("intact log reported broken")
+    };
+    assert!(records >= 6);
+    // The database itself refuses edits and deletions.
+    assert!(
+        sqlx::query("update audit_log set actor = 'someone else' where seq = 3")
+            .execute(app.db().pool())
+            .await
+            .is_err()
+    );
+    assert!(sqlx::query("delete from audit_log where seq = 3")
+        .execute(app.db().pool())
+        .await
+        .is_err());
+    // Someone with full database access removes the guard and edits record 3.
+    let drop_guard = match app.db().dialect() {
+        Dialect::Sqlite => "drop trigger audit_log_no_update",
+        Dialect::Postgres => "drop trigger audit_log_no_change on audit_log",
+    };
+    sqlx::query(drop_guard)
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    sqlx::query("update audit_log set subject = 'mallory@evil.example' where seq = 3")
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        audit::verify(app.db()).await.unwrap(),
+        Verification::Broken {
+            seq: 3,
+            reason: "its contents do not match its hash (the record was changed)".into()
+        }
+    );
+}
+
+async fn audit_page_filters_and_exports(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    setup_admin(&mut app).await;
+    invite(&mut app, "sam@school.sch.uk", "Sam Staff", &["staff"]).await;
+    let mut b = app.other_browser();
+    b.post(
+        &app,
+        "/sign-in",
+        &[
+            ("email", "sam@school.sch.uk"),
+            ("password", "wrong wrong wrong"),
+        ],
+    )
+    .await;
+    let page = app.get("/admin/audit").await;
+    page.assert_contains("user_created");
+    page.assert_contains("sign_in_failed");
+    let page = app.get("/admin/audit?action=user_created").await;
+    page.assert_contains("sam@school.sch.uk");
+    assert!(!page.body.contains("<td>sign_in_failed</td>"));
+    let page = app.get("/admin/audit?user=sam%40school").await;
+    assert!(!page.body.contains("<td>first_admin_created</td>"));
+    page.assert_contains("<td>sign_in_failed</td>");
+    let page = app.get("/admin/audit?from=2020-01-01&to=2020-01-02").await;
+    page.assert_contains("No records match");
+    let csv = app.get("/admin/audit.csv?action=sign_in_failed").await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv
+        .headers
+        .get(header::CONTENT_TYPE)
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let lines: Vec<&str> = csv.body.trim_end().split("\r\n").collect();
+    assert_eq!(
+        lines[0],
+        "seq,at,actor,action,subject,address,details,prev_hash,hash"
+    );
+    assert_eq!(lines.len(), 2, "{}", csv.body);
+    assert!(lines[1].contains("\"sign_in_failed\"") && lines[1].contains("\"sam@school.sch.uk\""));
+    let json = app.get("/admin/audit.json?user=sam").await;
+    let v: serde_json::Value = serde_json::from_str(&json.body).unwrap();
+    let records = v["records"].as_array().unwrap();
+    assert!(records
+        .iter()
+        .all(|r| r["actor"].as_str().unwrap().contains("sam")
+            || r["subject"].as_str().unwrap().contains("sam")));
+    assert!(records.iter().any(|r| r["action"] == "user_created"));
+    // Exports are themselves audited.
+    let exported = audit::search(
+        app.db(),
+        &audit::Filter {
+            action: "audit_exported".into(),
+            ..Default::default()
+        },
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(exported.len(), 2);
+    // CSV defuses spreadsheet formulas in user-controlled fields.
+    let mut c = app.other_browser();
+    c.post(
+        &app,
+        "/sign-in",
+        &[
+            ("email", "=HYPERLINK(\"x\")@a.b"),
+            ("password", "wrong wrong wrong"),
+        ],
+    )
+    .await;
+    let csv = app.get("/admin/audit.csv").await;
+    assert!(
+        csv.body.contains("\"'=hyperlink(\"\"x\"\")@a.b\""),
+        "{}",
+        csv.body
+    );
+}
+
+async fn totp_seed_is_stored_encrypted(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    let admin = setup_admin(&mut app).await;
+    let row: (Vec<u8>,) = {
+        use sqlx::Row;
+        let r = sqlx::query("select totp_seed from users where email = $1")
+            .bind(&admin.email)
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap();
+        (r.try_get::<Vec<u8>, _>("totp_seed").unwrap(),)
+    };
+    let seed = totp_rs::Secret::Encoded(admin.secret.clone())
+        .to_bytes()
+        .unwrap();
+    assert!(row.0.len() > seed.len() + 16, "nonce and tag present");
+    assert!(
+        !row.0.windows(seed.len()).any(|w| w == seed.as_slice()),
+        "the seed is not stored in the clear"
+    );
+    // Recovery codes are stored only as keyed hashes.
+    use sqlx::Row;
+    let rows = sqlx::query("select code_hash from recovery_codes")
+        .fetch_all(app.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 10);
+    let plain = admin.recovery_codes[0].replace('-', "");
+    assert!(rows.iter().all(|r| !r
+        .try_get::<String, _>("code_hash")
+        .unwrap()
+        .contains(&plain)));
+}
+
+async fn admin_resets_totp_and_password(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    setup_admin(&mut app).await;
+    let (sam, mut sam_b) = invite(&mut app, "sam@school.sch.uk", "Sam Staff", &["staff"]).await;
+    let id = safehand_server::accounts::by_email(app.db(), &sam.email)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    // TOTP reset: session ends; next sign-in goes to enrolment with a new secret.
+    app.post(&format!("/admin/users/{id}/reset-totp"), &[])
+        .await
+        .assert_contains("Authenticator app reset");
+    assert_eq!(sam_b.get(&app, "/").await.status, StatusCode::SEE_OTHER);
+    let page = sam_b
+        .post(
+            &app,
+            "/sign-in",
+            &[("email", &sam.email), ("password", &sam.password)],
+        )
+        .await;
+    assert_eq!(page.location(), "/enrol/totp");
+    let page = sam_b.get(&app, "/enrol/totp").await;
+    let new_secret = secret_from(&page);
+    assert_ne!(new_secret, sam.secret);
+    // Wrong code during enrolment: refused, still enrolling.
+    let page = sam_b.post(&app, "/enrol/totp", &[("code", "12")]).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("The code is not right");
+    let page = sam_b
+        .post(&app, "/enrol/totp", &[("code", &code(&app, &new_secret))])
+        .await;
+    assert_eq!(codes_from(&page).len(), 10);
+    // Forced password reset: old password dead, link sets a new one, TOTP kept.
+    let page = app
+        .post(&format!("/admin/users/{id}/reset-password"), &[])
+        .await;
+    let link = page.between("http://safehand.test", "\"").unwrap();
+    assert_eq!(sam_b.get(&app, "/").await.status, StatusCode::SEE_OTHER);
+    let mut b = app.other_browser();
+    let page = b
+        .post(
+            &app,
+            "/sign-in",
+            &[("email", &sam.email), ("password", &sam.password)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    let page = b
+        .post(
+            &app,
+            &link,
+            &[
+                ("password", "orchard pebble lighthouse"),
+                ("confirm", "orchard pebble lighthouse"),
+            ],
+        )
+        .await;
+    assert_eq!(page.location(), "/sign-in?password_set=1");
+    // The link worked once.
+    let page = b.get(&app, &link).await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    app.clock.advance(30);
+    let page = b
+        .post(
+            &app,
+            "/sign-in",
+            &[
+                ("email", &sam.email),
+                ("password", "orchard pebble lighthouse"),
+            ],
+        )
+        .await;
+    assert_eq!(page.location(), "/sign-in/code");
+    let page = b
+        .post(&app, "/sign-in/code", &[("code", &code(&app, &new_secret))])
+        .await;
+    assert_eq!(page.location(), "/");
+}

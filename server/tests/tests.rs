@@ -1,0 +1,11 @@
+//! Safehand server tests: the router driven in-process on SQLite and PostgreSQL, the
+//! `safehand-server admin` commands run as a binary, and the pages in headless Chromium.
+//! One test binary; each module is one area.
+
+// Helpers outside #[test] functions panic on purpose: a failed step fails the test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod admin_cli;
+mod router;
