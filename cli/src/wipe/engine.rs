@@ -618,7 +618,87 @@ impl Engine<'_> {
             Pattern::Constant(bytes) => pattern_unit(bytes),
             Pattern::Random => Vec::new(),
         };
+        let random = match (pattern, stream) {
+            (Pattern::Random, Some(stream)) => Some(stream),
+            _ => None,
+        };
+        let check = |offset: u64,
+                     buf: &mut [u8],
+                     result: std::io::Result<()>,
+                     mismatches: &mut RangeLog,
+                     read_errors: &mut RangeLog|
+         -> u64 {
+            let len = buf.len();
+            match (result, random) {
+                // Random passes: regenerate the stream and compare as we go.
+                (Ok(()), Some(stream)) => {
+                    for g in stream.mismatching_granules(offset, buf, ALIGN) {
+                        let at = offset + (g * ALIGN) as u64;
+                        let end = (at + ALIGN as u64).min(offset + len as u64);
+                        mismatches.add(at, end, MISMATCH.into());
+                    }
+                    len as u64
+                }
+                (Ok(()), None) => {
+                    compare_repeating(buf, &unit, offset, mismatches);
+                    len as u64
+                }
+                (Err(_), _) => {
+                    // Narrow the unreadable range down; compare what could be read. A random
+                    // pass's expected bytes are regenerated for this rare case.
+                    let regenerated: Option<Vec<u8>> = random.map(|stream| {
+                        let mut data = vec![0u8; len];
+                        stream.fill(offset, &mut data);
+                        data
+                    });
+                    let want = regenerated
+                        .as_deref()
+                        .unwrap_or(&expected.as_slice()[..len]);
+                    let mut verified = 0;
+                    for (i, piece) in buf.chunks_mut(SUB_BLOCK).enumerate() {
+                        let at = offset + (i * SUB_BLOCK) as u64;
+                        let start = i * SUB_BLOCK;
+                        match read_fully(file, piece, at) {
+                            Ok(()) => {
+                                compare(piece, &want[start..start + piece.len()], at, mismatches);
+                                verified += piece.len() as u64;
+                            }
+                            Err(e) => read_errors.add(
+                                at,
+                                at + piece.len() as u64,
+                                format!("read failed: {e}"),
+                            ),
+                        }
+                    }
+                    verified
+                }
+            }
+        };
+        let stopped = |offset| {
+            Some(StoppedAt {
+                pass: number,
+                offset,
+                verifying: true,
+            })
+        };
         let mut verified = 0u64;
+        if !verify_threaded(pattern) {
+            // One buffer, read then compared while it is still in the CPU cache.
+            let mut buf = AlignedBuf::new(buf_len);
+            let mut offset = 0u64;
+            while offset < size {
+                if self.interrupt.load(Ordering::SeqCst) {
+                    return (verified, stopped(offset));
+                }
+                let len = (size - offset).min(block as u64) as usize;
+                let data = &mut buf.as_mut_slice()[..len];
+                let result = read_fully(file, data, offset);
+                verified += check(offset, data, result, mismatches, read_errors);
+                bar.inc(len as u64);
+                offset += len as u64;
+            }
+            return (verified, None);
+        }
         std::thread::scope(|scope| {
             let (full_tx, full_rx) =
                 mpsc::sync_channel::<(u64, usize, AlignedBuf, std::io::Result<()>)>(IN_FLIGHT);
@@ -640,80 +720,29 @@ impl Engine<'_> {
             });
             for (offset, len, mut buf, result) in full_rx.iter() {
                 if self.interrupt.load(Ordering::SeqCst) {
-                    return (
-                        verified,
-                        Some(StoppedAt {
-                            pass: number,
-                            offset,
-                            verifying: true,
-                        }),
-                    );
+                    return (verified, stopped(offset));
                 }
-                // Random passes: regenerate the stream and compare as we go.
-                let random = match (pattern, stream) {
-                    (Pattern::Random, Some(stream)) => Some(stream),
-                    _ => None,
-                };
-                if let (Some(stream), Ok(())) = (random, &result) {
-                    for g in stream.mismatching_granules(offset, &buf.as_slice()[..len], ALIGN) {
-                        let at = offset + (g * ALIGN) as u64;
-                        let end = (at + ALIGN as u64).min(offset + len as u64);
-                        mismatches.add(at, end, MISMATCH.into());
-                    }
-                    verified += len as u64;
-                    bar.inc(len as u64);
-                    let _ = empty_tx.send(buf);
-                    continue;
-                }
-                // An unreadable block is re-read piece by piece below and compared with the
-                // stream itself (rare, so a temporary buffer is fine).
-                let regenerated: Option<Vec<u8>> = match (random, &result) {
-                    (Some(stream), Err(_)) => {
-                        let mut data = vec![0u8; len];
-                        stream.fill(offset, &mut data);
-                        Some(data)
-                    }
-                    _ => None,
-                };
-                let want = regenerated
-                    .as_deref()
-                    .unwrap_or(&expected.as_slice()[..len]);
-                match result {
-                    Ok(()) => {
-                        compare_repeating(&buf.as_slice()[..len], &unit, offset, mismatches);
-                        verified += len as u64;
-                    }
-                    Err(_) => {
-                        // Narrow the unreadable range down; compare what could be read.
-                        let got = &mut buf.as_mut_slice()[..len];
-                        for (i, piece) in got.chunks_mut(SUB_BLOCK).enumerate() {
-                            let at = offset + (i * SUB_BLOCK) as u64;
-                            let start = i * SUB_BLOCK;
-                            match read_fully(file, piece, at) {
-                                Ok(()) => {
-                                    compare(
-                                        piece,
-                                        &want[start..start + piece.len()],
-                                        at,
-                                        mismatches,
-                                    );
-                                    verified += piece.len() as u64;
-                                }
-                                Err(e) => read_errors.add(
-                                    at,
-                                    at + piece.len() as u64,
-                                    format!("read failed: {e}"),
-                                ),
-                            }
-                        }
-                    }
-                }
+                verified += check(
+                    offset,
+                    &mut buf.as_mut_slice()[..len],
+                    result,
+                    mismatches,
+                    read_errors,
+                );
                 bar.inc(len as u64);
                 let _ = empty_tx.send(buf);
             }
             (verified, None)
         })
     }
+}
+
+/// Whether read-back overlaps reading (on a second thread) with comparing. Random passes
+/// spend real CPU time regenerating the stream, so overlapping pays; for constant patterns
+/// the comparison is cheap and reading into one buffer that stays in the CPU cache is faster
+/// (measured: 0.2-0.3 s against 0.5-0.6 s per GiB on a RAM-backed loop device).
+fn verify_threaded(pattern: &Pattern) -> bool {
+    matches!(pattern, Pattern::Random)
 }
 
 fn not_started(number: u32, pass: &PassPlan, size: u64) -> PassRecord {
