@@ -241,7 +241,32 @@ pub fn render_pdf(certificate: &WipeCertificate, signer: &PublicKey) -> Vec<u8> 
         "Started / ended",
         &format!("{} / {}", c.started_at, c.ended_at),
     );
-    for pass in &c.passes {
+    // Long methods (Gutmann's 35 passes) get one summary line for the uneventful passes, so
+    // the page keeps room for the ones with errors or a read-back.
+    let compact = c.passes.len() > 6;
+    if compact {
+        let plain: Vec<String> = c
+            .passes
+            .iter()
+            .filter(|p| p.verification.is_none() && p.write_errors.is_empty())
+            .map(|p| format!("{} ({}, {})", p.number, p.pattern, p.status))
+            .collect();
+        if !plain.is_empty() {
+            page.field(
+                "Passes without read-back or errors",
+                &format!(
+                    "{}; each {} bytes; times and seed digests are in the JSON certificate",
+                    plain.join(", "),
+                    c.device.size_bytes
+                ),
+            );
+        }
+    }
+    for pass in c
+        .passes
+        .iter()
+        .filter(|p| !compact || p.verification.is_some() || !p.write_errors.is_empty())
+    {
         let verify = match &pass.verification {
             Some(v) => format!("verify {} ({} bytes)", v.result, v.bytes_verified),
             None => "not verified".into(),
