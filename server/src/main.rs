@@ -78,11 +78,12 @@ async fn run() -> anyhow::Result<ExitCode> {
         format!("http://{bound}")
     };
     settings.public_url = public_url.clone();
-    println!("Safehand is listening on http://{bound} (public address {public_url})");
     if let Some(token) = accounts::setup_link(&db, clock.now()).await? {
         println!("No accounts yet. Open this one-time link to create the first admin account:");
         println!("  {public_url}/setup/{token}");
     }
+    // Printed last, so a supervisor (or a test) reading stdout knows start-up has finished.
+    println!("Safehand is listening on http://{bound} (public address {public_url})");
     use std::io::Write;
     std::io::stdout().flush()?;
 

@@ -1,1 +1,143 @@
-//! placeholder
+//! The pages in headless Chromium: this test starts the real `safehand-server` binary on a
+//! free port and runs `tests/browser/run.mjs` (Playwright driving Debian's chromium, axe-core
+//! on every page). With CI=true a missing chromium, node or npm package fails the test.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// Finds a tool; fails under CI, otherwise tells why the test is skipped.
+fn tool(path_or_name: &str) -> Option<PathBuf> {
+    let candidate = PathBuf::from(path_or_name);
+    let found = if candidate.is_absolute() {
+        candidate.is_file().then_some(candidate)
+    } else {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(path_or_name))
+                .find(|p| p.is_file())
+        })
+    };
+    if found.is_none() {
+        assert!(
+            !ci(),
+            "{path_or_name} is missing; tests/run installs it (CI=true forbids skipping)"
+        );
+        eprintln!("SKIPPED browser tests: {path_or_name} is not installed (tests/run installs it)");
+    }
+    found
+}
+
+/// A running server process, stopped on drop.
+struct Server {
+    child: Child,
+    base: String,
+    setup_url: Option<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_server(data_dir: &Path, extra: &[&str]) -> Server {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_safehand-server"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir)
+        .args(extra)
+        .env_remove("DATABASE_URL")
+        .env("SAFEHAND_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start safehand-server");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let mut base = None;
+    let mut setup_url = None;
+    // A setup link (first run only) comes first; the "listening" line ends start-up.
+    for line in lines.by_ref() {
+        let line = line.expect("read server output");
+        if line.trim_start().starts_with("http") && line.contains("/setup/") {
+            setup_url = Some(line.trim().to_string());
+        } else if let Some(rest) = line.strip_prefix("Safehand is listening on ") {
+            base = rest.split_whitespace().next().map(str::to_string);
+            break;
+        }
+    }
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Server {
+        child,
+        base: base.expect("server printed its address"),
+        setup_url,
+    }
+}
+
+fn run_node(node: &Path, browser_dir: &Path, phase: &str, server: &Server, state_file: &Path) {
+    let mut cmd = Command::new(node);
+    cmd.arg("run.mjs")
+        .arg(phase)
+        .current_dir(browser_dir)
+        .env("BASE_URL", &server.base)
+        .env("STATE_FILE", state_file);
+    if let Some(url) = &server.setup_url {
+        cmd.env("SETUP_URL", url);
+    }
+    let out = cmd.output().expect("run node");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "browser phase {phase} failed:\n{text}"
+    );
+}
+
+#[test]
+fn pages_in_headless_chromium() {
+    let (Some(_chromium), Some(node), Some(npm)) =
+        (tool("/usr/bin/chromium"), tool("node"), tool("npm"))
+    else {
+        return;
+    };
+    let browser_dir = repo_root().join("tests/browser");
+    if !browser_dir.join("node_modules/playwright-core").is_dir() {
+        let status = Command::new(npm)
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&browser_dir)
+            .status()
+            .expect("npm ci");
+        assert!(status.success(), "npm ci in tests/browser failed");
+    }
+    let data = tempfile::tempdir().unwrap();
+    let state_file = data.path().join("browser-state.json");
+    {
+        let server = start_server(data.path(), &["--sign-in-lock-after", "3"]);
+        assert!(server.setup_url.is_some(), "first run prints a setup link");
+        run_node(&node, &browser_dir, "main", &server, &state_file);
+    }
+    // Same data, restarted with a short idle timeout.
+    let server = start_server(data.path(), &["--session-idle-timeout", "3s"]);
+    assert!(
+        server.setup_url.is_none(),
+        "no setup link once an admin exists"
+    );
+    run_node(&node, &browser_dir, "idle", &server, &state_file);
+}

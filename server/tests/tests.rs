@@ -8,4 +8,5 @@
 mod common;
 
 mod admin_cli;
+mod browser;
 mod router;

@@ -161,8 +161,11 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authenticat
         let session = match sessions::find(&state.db, now, &state.settings.sessions, &value).await?
         {
             Lookup::Active(s) if s.stage == Stage::Full => s,
-            Lookup::Active(_) | Lookup::Unknown => return Err(Error::NotSignedIn),
-            Lookup::Ended => return Err(Error::SessionEnded),
+            // Half-way through sign-in: not yet signed in, but keep that cookie.
+            Lookup::Active(_) => return Err(Error::NotSignedIn),
+            // A cookie the database no longer knows: signed out elsewhere, disabled, password
+            // changed, or tampered with. In every case the person's session has ended.
+            Lookup::Ended | Lookup::Unknown => return Err(Error::SessionEnded),
         };
         let user = accounts::by_id(&state.db, session.user_id)
             .await?

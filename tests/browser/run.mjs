@@ -1,0 +1,280 @@
+// Safehand's pages in headless Chromium: first-run setup, TOTP enrolment (codes computed from
+// the secret shown on the page), sign-in, wrong code, lock-out, sign-out, an admin creating and
+// disabling a user whose open session then fails, and (phase "idle") the idle time-out.
+// Every page visited gets an axe-core check; any serious or critical violation fails the run.
+//
+//   BASE_URL=... SETUP_URL=... STATE_FILE=... node run.mjs main
+//   BASE_URL=... STATE_FILE=... node run.mjs idle
+import { chromium } from 'playwright-core';
+import { createRequire } from 'node:module';
+import { createHmac } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+
+const require = createRequire(import.meta.url);
+const AXE = require.resolve('axe-core/axe.min.js');
+const BASE = process.env.BASE_URL;
+const STATE_FILE = process.env.STATE_FILE;
+const phase = process.argv[2] ?? 'main';
+
+const failures = [];
+const checked = [];
+
+function check(condition, message) {
+  if (!condition) throw new Error(`check failed: ${message}`);
+}
+
+// ---- TOTP (RFC 6238, SHA-1, 6 digits, 30 s) ----
+function base32Decode(s) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of s.replace(/=+$/, '').toUpperCase()) {
+    const v = alphabet.indexOf(c);
+    if (v < 0) continue;
+    bits += v.toString(2).padStart(5, '0');
+  }
+  const bytes = [];
+  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
+  return Buffer.from(bytes);
+}
+function totp(secret, step) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = createHmac('sha1', base32Decode(secret)).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0xf;
+  const n = (mac.readUInt32BE(offset) & 0x7fffffff) % 1000000;
+  return n.toString().padStart(6, '0');
+}
+const lastStep = new Map();
+// A code for a time step not used before (the server refuses a replayed step). The server
+// accepts one step of drift, so the next step's code works at once; beyond that, wait.
+async function freshCode(secret) {
+  const now = Math.floor(Date.now() / 1000 / 30);
+  const step = Math.max(now, (lastStep.get(secret) ?? 0) + 1);
+  if (step > now + 1) {
+    const waitMs = (step - 1) * 30000 - Date.now() + 200;
+    if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
+  }
+  lastStep.set(secret, step);
+  return totp(secret, step);
+}
+
+// ---- accessibility ----
+async function axeCheck(page, label) {
+  await page.addScriptTag({ path: AXE });
+  const results = await page.evaluate(async () =>
+    // eslint-disable-next-line no-undef
+    await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice'] } }));
+  const bad = results.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  checked.push(`${label} (${results.violations.length} minor or moderate notes)`);
+  for (const v of bad) {
+    failures.push(`${label}: [${v.impact}] ${v.id}: ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  }
+}
+
+async function launch() {
+  return chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+}
+
+// The context bypasses CSP only so the test can inject axe-core; the pages themselves have no script.
+const contextOptions = { bypassCSP: true, viewport: { width: 390, height: 844 } };
+
+async function submit(page) {
+  await Promise.all([page.waitForLoadState('load'), page.click('main button[type=submit]')]);
+}
+
+async function signIn(page, who, label) {
+  await page.goto(`${BASE}/sign-in`);
+  await page.fill('#email', who.email);
+  await page.fill('#password', who.password);
+  await submit(page);
+  check(page.url().endsWith('/sign-in/code'), `${label}: password accepted (at ${page.url()})`);
+  await page.fill('#code', await freshCode(who.secret));
+  await submit(page);
+  check(new URL(page.url()).pathname === '/', `${label}: signed in (at ${page.url()})`);
+}
+
+async function enrolTotp(page, label) {
+  check(page.url().endsWith('/enrol/totp'), `${label}: on the enrolment page (at ${page.url()})`);
+  await axeCheck(page, `${label}: TOTP enrolment`);
+  const secret = (await page.textContent('#totp-secret')).trim();
+  check(/^[A-Z2-7]{16,}$/.test(secret), `${label}: secret shown as text (${secret})`);
+  const qrOk = await page.$eval('img.qr', (img) => img.complete && img.naturalWidth > 0);
+  check(qrOk, `${label}: QR code image renders`);
+  // A wrong code first: the page says so and stays.
+  await page.fill('#code', '12345');
+  await submit(page);
+  check((await page.textContent('.error-summary')).includes('The code is not right'), `${label}: wrong enrolment code refused`);
+  await page.fill('#code', await freshCode(secret));
+  await submit(page);
+  await axeCheck(page, `${label}: recovery codes`);
+  const codes = await page.$$eval('#recovery-codes code', (els) => els.map((e) => e.textContent));
+  check(codes.length === 10, `${label}: ten recovery codes shown`);
+  await Promise.all([page.waitForLoadState('load'), page.click('text=I have saved my recovery codes')]);
+  return { secret, codes };
+}
+
+async function main() {
+  const browser = await launch();
+  try {
+    // ---- first-run setup ----
+    const ctxA = await browser.newContext(contextOptions);
+    const a = await ctxA.newPage();
+    await a.goto(process.env.SETUP_URL);
+    await axeCheck(a, 'setup');
+    await submit(a); // empty form: error summary linked to fields
+    const links = await a.$$eval('.error-summary a', (els) => els.map((e) => e.getAttribute('href')));
+    check(links.includes('#name') && links.includes('#email') && links.includes('#password'), `setup errors link to fields (${links})`);
+    await axeCheck(a, 'setup with errors');
+    const admin = { email: 'ada@school.sch.uk', password: 'kettle orbit lantern' };
+    await a.fill('#name', 'Ada Admin');
+    await a.fill('#email', admin.email);
+    await a.fill('#password', 'password1234');
+    await a.fill('#confirm', 'password1234');
+    await submit(a);
+    check((await a.textContent('#password-error')).includes('too common'), 'common password refused');
+    await a.fill('#password', admin.password);
+    await a.fill('#confirm', admin.password);
+    await submit(a);
+    Object.assign(admin, await enrolTotp(a, 'admin'));
+    check((await a.textContent('h1')).includes('Hello, Ada Admin'), 'admin home page');
+    await axeCheck(a, 'home (admin)');
+
+    // ---- account page, API token ----
+    await a.goto(`${BASE}/account`);
+    await axeCheck(a, 'account');
+    await a.fill('#token_name', 'browser test');
+    await a.check('#scope-staff');
+    await Promise.all([a.waitForLoadState('load'), a.click('text=Create token')]);
+    await axeCheck(a, 'token created');
+    const token = await a.inputValue('#token');
+    check(token.startsWith('shtok_'), 'token shown once');
+    const me = await fetch(`${BASE}/api/v1/me`, { headers: { Authorization: `Bearer ${token}` } });
+    check(me.status === 200 && (await me.json()).roles === 'staff', 'token works for the API with its scope');
+
+    // ---- admin creates a user ----
+    await a.goto(`${BASE}/admin/users`);
+    await axeCheck(a, 'admin users');
+    await a.fill('#name', 'Sam Staff');
+    await a.fill('#email', 'sam@school.sch.uk');
+    await Promise.all([a.waitForLoadState('load'), a.click('text=Create user')]);
+    await axeCheck(a, 'admin user (created, with link)');
+    const enrolLink = await a.inputValue('#link');
+    check(enrolLink.includes('/enrol/'), 'enrolment link shown');
+    await a.goto(`${BASE}/admin/audit`);
+    await axeCheck(a, 'audit log');
+    await a.selectOption('#action', 'user_created');
+    await Promise.all([a.waitForLoadState('load'), a.click('text=Filter')]);
+    check((await a.textContent('tbody')).includes('sam@school.sch.uk'), 'audit filter shows the creation');
+    await a.goto(`${BASE}/no/such/page`);
+    await axeCheck(a, 'not found page');
+
+    // ---- sign out, wrong password, wrong code, sign in ----
+    await a.goto(`${BASE}/`);
+    await Promise.all([a.waitForLoadState('load'), a.click('header button[type=submit]')]);
+    check((await a.textContent('h1')).includes('You have signed out'), 'signed out page');
+    await axeCheck(a, 'signed out');
+    await a.goto(`${BASE}/`);
+    check(a.url().endsWith('/sign-in'), 'after sign-out the home page asks to sign in');
+    await axeCheck(a, 'sign in');
+    await a.fill('#email', admin.email);
+    await a.fill('#password', 'not my password at all');
+    await submit(a);
+    check((await a.textContent('.error-summary')).includes('Enter a correct email address and password'), 'wrong password message');
+    await axeCheck(a, 'sign in with error');
+    await a.fill('#password', admin.password);
+    await submit(a);
+    await axeCheck(a, 'security code');
+    const right = await freshCode(admin.secret);
+    await a.fill('#code', right === '000000' ? '111111' : '000000');
+    await submit(a);
+    check((await a.textContent('.error-summary')).includes('The code is not right'), 'wrong code refused');
+    await axeCheck(a, 'security code with error');
+    await a.fill('#code', right);
+    await submit(a);
+    check(new URL(a.url()).pathname === '/', 'signed in with the right code');
+
+    // ---- the new user enrols in another browser ----
+    const ctxB = await browser.newContext(contextOptions);
+    const b = await ctxB.newPage();
+    await b.goto(enrolLink);
+    await axeCheck(b, 'enrolment link');
+    const sam = { email: 'sam@school.sch.uk', password: 'marble harbour window' };
+    await b.fill('#password', sam.password);
+    await b.fill('#confirm', sam.password);
+    await submit(b);
+    Object.assign(sam, await enrolTotp(b, 'sam'));
+    check((await b.textContent('main')).includes('Send files securely'), 'staff home page');
+    await axeCheck(b, 'home (staff)');
+
+    // ---- lock-out (the server runs with --sign-in-lock-after 3) ----
+    const ctxC = await browser.newContext(contextOptions);
+    const c = await ctxC.newPage();
+    for (let i = 0; i < 3; i++) {
+      await c.goto(`${BASE}/sign-in`);
+      await c.fill('#email', sam.email);
+      await c.fill('#password', `wrong password ${i}`);
+      await submit(c);
+    }
+    await c.goto(`${BASE}/sign-in`);
+    await c.fill('#email', sam.email);
+    await c.fill('#password', sam.password);
+    await submit(c);
+    check((await c.textContent('.error-summary')).includes('Sign-in is locked'), 'locked after repeated failures, even with the right password');
+    await axeCheck(c, 'locked sign-in');
+
+    // ---- admin disables the user; their open session fails ----
+    await a.goto(`${BASE}/admin/users`);
+    await Promise.all([a.waitForLoadState('load'), a.click('text=Sam Staff')]);
+    check((await a.textContent('main')).includes('locked'), 'admin sees the lock');
+    await Promise.all([a.waitForLoadState('load'), a.click('text=Disable account')]);
+    check((await a.textContent('#user-status')).includes('disabled'), 'user disabled');
+    await axeCheck(a, 'admin user (disabled)');
+    await b.goto(`${BASE}/account`);
+    check(b.url().includes('/sign-in'), `disabled user's open session fails (at ${b.url()})`);
+    check((await b.textContent('main')).includes('Your session has ended'), 'the page says the session ended');
+
+    writeFileSync(STATE_FILE, JSON.stringify({ admin, lastStep: [...lastStep] }));
+  } finally {
+    await browser.close();
+  }
+}
+
+async function idle() {
+  const state = JSON.parse(readFileSync(STATE_FILE, 'utf8'));
+  for (const [k, v] of state.lastStep) lastStep.set(k, v);
+  const browser = await launch();
+  try {
+    const ctx = await browser.newContext(contextOptions);
+    const p = await ctx.newPage();
+    await signIn(p, state.admin, 'idle');
+    await p.goto(`${BASE}/account`);
+    check(p.url().endsWith('/account'), 'active session works');
+    // The server runs with --session-idle-timeout 3s.
+    await new Promise((r) => setTimeout(r, 4500));
+    await p.goto(`${BASE}/account`);
+    check(p.url().includes('/sign-in?ended=1'), `idle session ended (at ${p.url()})`);
+    check((await p.textContent('main')).includes('Your session has ended'), 'the page says the session ended');
+    await axeCheck(p, 'session ended');
+  } finally {
+    await browser.close();
+  }
+}
+
+try {
+  if (phase === 'main') await main();
+  else if (phase === 'idle') await idle();
+  else throw new Error(`unknown phase ${phase}`);
+} catch (e) {
+  failures.push(String(e && e.stack ? e.stack : e));
+}
+console.log(`axe-core checked ${checked.length} pages:\n  ${checked.join('\n  ')}`);
+if (failures.length) {
+  console.error(`FAILED:\n  ${failures.join('\n  ')}`);
+  process.exit(1);
+}
+console.log(`browser phase "${phase}" passed`);
