@@ -213,6 +213,19 @@ fn pass_lists_follow_the_standards() {
     );
     let (l, _) = list("gutmann", &[]);
     assert_eq!(l.len(), 35);
+    // Even 35 passes fit the one-page PDF for signing.
+    if let Some(pdfinfo) = external_tool("pdfinfo") {
+        let pdf = dir.path().join("gutmann.pdf");
+        run_ok(
+            sh.cmd()
+                .args(["cert", "pdf"])
+                .arg(dir.path().join("gutmann.json"))
+                .arg("-o")
+                .arg(&pdf),
+        );
+        let info = run_ok(Command::new(pdfinfo).arg(&pdf));
+        assert!(info.contains("Pages:           1"), "{info}");
+    }
     assert!(l[..4].iter().chain(&l[31..]).all(|p| p == "random"));
     let mut middle: Vec<String> = l[4..31].to_vec();
     middle.sort();
