@@ -365,6 +365,27 @@ fn refuses_swap_in_use() {
         err.contains("in use as swap") && err.contains("swapoff"),
         "{err}"
     );
+    // A swap file in use is refused too.
+    let files = tempfile::tempdir_in("/var/tmp").unwrap();
+    let swapfile = files.path().join("swapfile");
+    let out = run(Command::new("dd")
+        .arg("if=/dev/zero")
+        .arg(format!("of={}", swapfile.display()))
+        .args(["bs=1M", "count=16", "status=none"]));
+    assert!(out.status.success());
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&swapfile, fs::Permissions::from_mode(0o600)).unwrap();
+    run_ok(Command::new("mkswap").arg(&swapfile));
+    run_ok(Command::new("swapon").arg(&swapfile));
+    let _swapfile = SwapOff(swapfile.display().to_string());
+    let target = swapfile.to_str().unwrap();
+    let out = sh.wipe(target, "zero", &dir.path().join("f.json"), &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("in use as a swap file") && err.contains("swapoff"),
+        "{err}"
+    );
 }
 
 #[test]
