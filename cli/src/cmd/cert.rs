@@ -29,6 +29,14 @@ fn trusted_key(text: &str) -> anyhow::Result<PublicKey> {
     text.parse().context("--trusted-key takes a public key as `safehand cert key` prints it (ed25519:...), or a file holding one")
 }
 
+fn yes_no(value: Option<bool>) -> &'static str {
+    match value {
+        Some(true) => "yes",
+        Some(false) => "no",
+        None => "unknown",
+    }
+}
+
 fn opt(value: &Option<String>) -> &str {
     value.as_deref().unwrap_or("-")
 }
@@ -47,8 +55,12 @@ fn show(c: &WipeCertificate, signer: &PublicKey) {
     println!("  device:        {} ({}, {})", d.path, d.kind, d.transport);
     println!("  model/serial:  {} / {}", opt(&d.model), opt(&d.serial));
     println!(
-        "  size:          {} bytes, sectors {}/{}, rotational {:?}, removable {:?}",
-        d.size_bytes, d.logical_sector_size, d.physical_sector_size, d.rotational, d.removable
+        "  size:          {} bytes, sectors {}/{}, rotational: {}, removable: {}",
+        d.size_bytes,
+        d.logical_sector_size,
+        d.physical_sector_size,
+        yes_no(d.rotational),
+        yes_no(d.removable)
     );
     println!(
         "  hidden areas:  {} ({})",
