@@ -867,6 +867,19 @@ fn progress_is_logged_per_pass_and_exit_code_follows_the_result() {
     );
     assert_eq!(out.status.code(), Some(0));
     let err = stderr(&out);
+    // An existing certificate is never replaced: the second wipe stops before writing.
+    let before = dev.read_all();
+    let again = sh.wipe(&dev.path, "one", &dir.path().join("a.json"), &[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    assert!(
+        dev.read_all() == before,
+        "nothing was written by the refused wipe"
+    );
     for n in 1..=3 {
         assert!(
             err.contains(&format!("pass {n}/3 (")),

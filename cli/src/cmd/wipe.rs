@@ -298,6 +298,13 @@ pub fn run(args: WipeArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    if certificate_path.exists() {
+        // A certificate is a register record: never replace one by accident.
+        bail!(
+            "{} already exists; choose another --certificate name (nothing was written)",
+            certificate_path.display()
+        );
+    }
 
     let hidden = hidden::check(
         &target.facts.path,
