@@ -613,6 +613,22 @@ fn yes_needs_the_matching_serial_and_the_prompt_needs_it_typed() {
         .cmd()
         .args(["wipe", &dev.path, "--method", "zero", "--yes"]));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    // An unknown method is bad usage, before anything is touched.
+    let out = run(sh.cmd().args([
+        "wipe",
+        &dev.path,
+        "--method",
+        "dod",
+        "--yes",
+        "--expect-serial",
+        &dev.path,
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown method `dod`"),
+        "{}",
+        stderr(&out)
+    );
     // --yes with the wrong serial is refused.
     let out = run(sh
         .cmd()

@@ -253,11 +253,11 @@ pub fn run(args: WipeArgs) -> anyhow::Result<ExitCode> {
         bail!("{why}");
     }
     if args.remove && !target.is_file() {
-        bail!(
+        return Err(crate::usage::usage(format!(
             "--remove only applies to a regular file; {} is a {}",
             target.path.display(),
             target.facts.kind
-        );
+        )));
     }
     // The key comes before anything is destroyed: a wipe must always end in a certificate.
     let key_path = match &args.key {

@@ -36,7 +36,9 @@ impl VerifyMode {
             "none" => Ok(VerifyMode::None),
             "last" => Ok(VerifyMode::Last),
             "all" => Ok(VerifyMode::All),
-            other => anyhow::bail!("--verify must be none, last or all (got `{other}`)"),
+            other => Err(crate::usage::usage(format!(
+                "--verify must be none, last or all (got `{other}`)"
+            ))),
         }
     }
 
@@ -126,13 +128,15 @@ fn custom(list: &str) -> anyhow::Result<Vec<Pattern>> {
             .filter(|b| !b.is_empty() && b.len() <= 64);
         match bytes {
             Some(bytes) => passes.push(Pattern::Constant(bytes)),
-            None => anyhow::bail!(
+            None => return Err(crate::usage::usage(format!(
                 "custom pass `{item}` is neither `random` nor 1-64 hex bytes (e.g. custom:00,ff,random,55aa)"
-            ),
+            ))),
         }
     }
     if passes.is_empty() {
-        anyhow::bail!("custom: needs at least one pass, e.g. custom:00,ff,random");
+        return Err(crate::usage::usage(
+            "custom: needs at least one pass, e.g. custom:00,ff,random",
+        ));
     }
     Ok(passes)
 }
@@ -146,7 +150,7 @@ pub fn plan(
     blank: bool,
 ) -> anyhow::Result<WipePlan> {
     if rounds == 0 {
-        anyhow::bail!("--passes must be at least 1");
+        return Err(crate::usage::usage("--passes must be at least 1"));
     }
     // Passes a method always verifies, whatever --verify says (index within one round).
     let mut always_verified: Vec<usize> = Vec::new();
@@ -173,9 +177,9 @@ pub fn plan(
         "gutmann" => gutmann(),
         other => match other.strip_prefix("custom:") {
             Some(list) => custom(list)?,
-            None => anyhow::bail!(
+            None => return Err(crate::usage::usage(format!(
                 "unknown method `{other}`: use zero, one, random, nist-clear, dod-3, dod-7, hmg-is5, gutmann or custom:PASSES"
-            ),
+            ))),
         },
     };
     let mut passes = Vec::new();
