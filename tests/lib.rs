@@ -24,7 +24,9 @@ pub fn external_tool(name: &str) -> Option<PathBuf> {
             .find(|candidate| candidate.is_file())
     });
     if found.is_none() && std::env::var("CI").as_deref() == Ok("true") {
-        panic!("required tool `{name}` is missing; tests/run installs it (CI=true forbids skipping)");
+        panic!(
+            "required tool `{name}` is missing; tests/run installs it (CI=true forbids skipping)"
+        );
     }
     found
 }

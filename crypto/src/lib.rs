@@ -28,6 +28,7 @@ mod output;
 pub mod passphrase;
 pub mod payload;
 mod pipe;
+mod stream;
 
 pub use age::secrecy::{ExposeSecret, SecretString};
 pub use encryption::{

@@ -34,15 +34,6 @@ fn parent_of(path: &Path) -> PathBuf {
     }
 }
 
-/// Fsyncs a folder so a rename inside it survives a power cut or an unplugged stick.
-pub(crate) fn sync_dir(dir: &Path) {
-    // Some file systems (and FAT on some kernels) refuse to fsync a directory; the data itself
-    // was already synced, so this is best effort.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
-}
-
 impl PrivateOutput {
     /// Starts writing `dest`. Fails at once if `dest` exists and `replace` is false, so no work
     /// is wasted.
@@ -77,15 +68,16 @@ impl PrivateOutput {
         &self.dest
     }
 
-    /// Syncs the data and renames the file into place.
+    /// Renames the finished file into place.
     pub fn commit(mut self) -> Result<()> {
         let dest_text = self.dest.display().to_string();
         let file = self.file.take().ok_or_else(|| Error::Io {
             context: format!("cannot write {dest_text}"),
             source: io::Error::other("already committed"),
         })?;
-        file.sync_all()
-            .map_err(|e| Error::io(format!("cannot write {dest_text}"), e))?;
+        // No fsync, like age, tar and cp: flushing is the operating system's job (eject USB
+        // sticks safely). Renaming only after every byte was written is what keeps a failed or
+        // interrupted run from leaving a partial file under the real name.
         drop(file);
         if self.replace {
             fs::rename(&self.temp, &self.dest)
@@ -114,7 +106,6 @@ impl PrivateOutput {
             }
         }
         self.temp = PathBuf::new();
-        sync_dir(&parent_of(&self.dest));
         Ok(())
     }
 }

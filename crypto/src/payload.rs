@@ -34,7 +34,7 @@ use zeroize::Zeroizing;
 use crate::encryption::{encrypt, Armor, PlaintextReader};
 use crate::error::{Error, Result};
 use crate::keys::Recipients;
-use crate::output::{sync_dir, temp_name};
+use crate::output::temp_name;
 use crate::pipe::{pipe, PipeClosed, PipeWriter, BUFFER_SIZE};
 
 /// What [`seal`] put into a payload.
@@ -773,7 +773,6 @@ fn open_into<R: Read + Send>(
     extractor.commit()?;
     let summary = extractor.summary;
     drop(staging);
-    sync_dir(dir);
     Ok(summary)
 }
 
