@@ -1,5 +1,5 @@
 //! Private output files that appear only when complete: written under a temporary name in the
-//! destination's folder (mode 0600), synced, then renamed into place. A failure, a dropped
+//! destination's folder (mode 0600), then renamed into place once complete. A failure, a dropped
 //! writer or Ctrl-C leaves no partial file and never a half-written file under the real name.
 
 use std::fs::{self, File, OpenOptions};
