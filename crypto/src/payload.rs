@@ -237,7 +237,6 @@ impl Sealer<'_> {
                 0,
                 mode,
                 mtime,
-                io::empty(),
             )
             .map_err(|e| Error::io("cannot build the payload", e))?;
             self.summary.folders += 1;
@@ -263,13 +262,14 @@ impl Sealer<'_> {
                 .metadata()
                 .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?
                 .len();
-            let reader = ExactReader {
+            let mut reader = ExactReader {
                 inner: file,
                 remaining: size,
                 progress: self.progress,
             };
-            // Read through our own buffer (io::copy in the tar crate uses 8 KiB reads).
-            let reader = io::BufReader::with_capacity(self.buf.len(), reader);
+            let fail = |e| Error::io(format!("cannot seal {}", path.display()), e);
+            // The header, then the content through one reused buffer (the tar crate would copy
+            // in 8 KiB steps, and a BufReader per file costs an allocation per file).
             append(
                 &mut self.builder,
                 EntryType::Regular,
@@ -278,9 +278,18 @@ impl Sealer<'_> {
                 size,
                 mode,
                 mtime,
-                reader,
             )
-            .map_err(|e| Error::io(format!("cannot seal {}", path.display()), e))?;
+            .map_err(fail)?;
+            let out = self.builder.get_mut();
+            loop {
+                let n = reader.read(&mut self.buf).map_err(fail)?;
+                if n == 0 {
+                    break;
+                }
+                out.write_all(&self.buf[..n]).map_err(fail)?;
+            }
+            let padding = (512 - (size % 512) as usize) % 512;
+            out.write_all(&[0u8; 512][..padding]).map_err(fail)?;
             self.summary.files += 1;
             self.summary.bytes += size;
             Ok(())
@@ -304,7 +313,6 @@ impl Sealer<'_> {
                 0,
                 0o777,
                 mtime,
-                io::empty(),
             )
             .map_err(|e| Error::io("cannot build the payload", e))?;
             self.summary.links += 1;
@@ -350,8 +358,10 @@ impl Read for ExactReader<'_> {
 /// Largest value an 11-digit octal ustar size field holds.
 const USTAR_MAX_SIZE: u64 = 0o77777777777;
 
+/// Appends an entry's header (with a pax header first when needed). The content follows from
+/// the caller for regular files (`size` bytes, then padding to 512); other entries have none.
 #[allow(clippy::too_many_arguments)]
-fn append<W: Write, R: Read>(
+fn append<W: Write>(
     builder: &mut Builder<W>,
     kind: EntryType,
     path: &[u8],
@@ -359,7 +369,6 @@ fn append<W: Write, R: Read>(
     size: u64,
     mode: u32,
     mtime: u64,
-    data: R,
 ) -> io::Result<()> {
     let mut pax = Vec::new();
     let mut header = Header::new_ustar();
@@ -403,7 +412,8 @@ fn append<W: Write, R: Read>(
         pax_header.set_cksum();
         builder.append(&pax_header, &pax[..])?;
     }
-    builder.append(&header, data)
+    // The header block alone; `append` would want the content as a reader.
+    builder.get_mut().write_all(header.as_bytes())
 }
 
 /// Stores an ASCII path in ustar's name (100 bytes) and prefix (155 bytes) fields; false when

@@ -204,6 +204,13 @@ pub(crate) fn encrypt<R: Read, W: Write + Send + 'static>(
             mpsc::sync_channel::<Zeroizing<Vec<u8>>>(workers * 4 + 4);
         let (free_ct_tx, free_ct_rx) = mpsc::sync_channel::<Vec<u8>>(workers * 4 + 4);
         let free_ct_rx = Arc::new(Mutex::new(free_ct_rx));
+        // At most `in_flight` batches between reading and writing, so a worker that falls
+        // behind cannot make the others pile finished batches up in memory.
+        let in_flight = workers * 2 + 2;
+        let (token_tx, token_rx) = mpsc::sync_channel::<()>(in_flight);
+        for _ in 0..in_flight {
+            let _ = token_tx.send(());
+        }
         for _ in 0..workers {
             let job_rx = Arc::clone(&job_rx);
             let done_tx = done_tx.clone();
@@ -236,7 +243,8 @@ pub(crate) fn encrypt<R: Read, W: Write + Send + 'static>(
         // instead of blocking.
         drop(job_rx);
         drop(done_tx);
-        let writer = scope.spawn(move || write_in_order(done_rx, free_ct_tx, head, output, format));
+        let writer = scope
+            .spawn(move || write_in_order(done_rx, free_ct_tx, token_tx, head, output, format));
 
         let mut total = 0u64;
         let mut seq = 0u64;
@@ -253,6 +261,12 @@ pub(crate) fn encrypt<R: Read, W: Write + Send + 'static>(
                     (n == 0, n)
                 };
                 total += current_len as u64;
+                if token_rx.recv().is_err() {
+                    return Err(Error::Io {
+                        context: "cannot write the encrypted output".into(),
+                        source: io::Error::other("the writing thread stopped"),
+                    });
+                }
                 let refill = take_buffer(&free_plain_rx, BATCH);
                 let data = std::mem::replace(&mut current, refill);
                 let job = Job {
@@ -295,6 +309,7 @@ pub(crate) fn encrypt<R: Read, W: Write + Send + 'static>(
 fn write_in_order<W: Write>(
     done: Receiver<(u64, Vec<u8>)>,
     free: mpsc::SyncSender<Vec<u8>>,
+    tokens: mpsc::SyncSender<()>,
     head: Vec<u8>,
     output: W,
     format: Format,
@@ -309,6 +324,7 @@ fn write_in_order<W: Write>(
         while let Some(ct) = pending.remove(&want) {
             out.write_all(&ct).map_err(err)?;
             let _ = free.try_send(ct);
+            let _ = tokens.try_send(());
             want += 1;
         }
     }
