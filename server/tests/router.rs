@@ -28,6 +28,7 @@ crate::both_databases!(
     audit_page_filters_and_exports,
     totp_seed_is_stored_encrypted,
     admin_resets_totp_and_password,
+    concurrent_audit_appends_keep_one_chain,
 );
 
 async fn first_run_setup_creates_an_admin_once(backend: Backend) {
@@ -1274,4 +1275,32 @@ async fn admin_resets_totp_and_password(backend: Backend) {
         .post(&app, "/sign-in/code", &[("code", &code(&app, &new_secret))])
         .await;
     assert_eq!(page.location(), "/");
+}
+
+async fn concurrent_audit_appends_keep_one_chain(backend: Backend) {
+    let app = TestApp::new(backend).await;
+    // Several instances (here: tasks sharing nothing but the database) append at once.
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let db = app.db().clone();
+        tasks.push(tokio::spawn(async move {
+            let actor = audit::Actor::operator();
+            audit::record(
+                &db,
+                START + i,
+                &actor,
+                "test_event",
+                &format!("n{i}"),
+                serde_json::json!({ "i": i }),
+            )
+            .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    match audit::verify(app.db()).await.unwrap() {
+        Verification::Intact { records, .. } => assert_eq!(records, 24),
+        broken => panic!("chain broken under concurrency: {broken:?}"),
+    }
 }
