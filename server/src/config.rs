@@ -79,6 +79,14 @@ pub struct Config {
     #[arg(long, env = "SAFEHAND_SIGN_IN_LOCK_DURATION", default_value = "15m", value_parser = duration_secs, global = true)]
     pub sign_in_lock_duration: i64,
 
+    /// Serve HTTPS directly with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "SAFEHAND_TLS_CERT", requires = "tls_key", global = true)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "SAFEHAND_TLS_KEY", requires = "tls_cert", global = true)]
+    pub tls_key: Option<PathBuf>,
+
     /// Addresses of reverse proxies whose X-Forwarded-For header is trusted (comma-separated).
     #[arg(
         long,
@@ -181,6 +189,8 @@ const KNOWN_ENV: &[&str] = &[
     "SAFEHAND_SIGN_IN_LOCK_AFTER",
     "SAFEHAND_SIGN_IN_LOCK_DURATION",
     "SAFEHAND_TRUSTED_PROXY",
+    "SAFEHAND_TLS_CERT",
+    "SAFEHAND_TLS_KEY",
     "SAFEHAND_LOG",
     // Read by the test suites, not the server.
     "SAFEHAND_TEST_POSTGRES_URL",
@@ -231,6 +241,7 @@ impl Config {
                 }
                 u
             }
+            None if self.tls_cert.is_some() => format!("https://{}", self.listen),
             None => format!("http://{}", self.listen),
         };
         let database_url = match (&self.database_url, &self.database_url_file) {

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod passwords;
 pub mod sessions;
 pub mod throttle;
+pub mod tls;
 pub mod tokens;
 
 pub use error::{Error, Result};
@@ -101,6 +102,22 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves the app over HTTPS on `listener` until `shutdown` completes.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: std::sync::Arc<rustls::ServerConfig>,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // `tap_io` gives the TLS listener axum's connect-info support (the client address).
+    let listener = tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
     let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)

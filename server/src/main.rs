@@ -63,6 +63,12 @@ async fn run() -> anyhow::Result<ExitCode> {
     settings.trusted_proxies = cli.config.trusted_proxy.clone();
     let lifetimes = settings.sessions;
 
+    let tls = match (&cli.config.tls_cert, &cli.config.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(safehand_server::tls::load_config(cert, key).map_err(anyhow::Error::msg)?)
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| {
@@ -72,18 +78,20 @@ async fn run() -> anyhow::Result<ExitCode> {
             )
         })?;
     let bound = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let public_url = if cli.config.public_url.is_some() {
         config.public_url.clone()
     } else {
-        format!("http://{bound}")
+        format!("{scheme}://{bound}")
     };
     settings.public_url = public_url.clone();
+    settings.https = settings.https || tls.is_some();
     if let Some(token) = accounts::setup_link(&db, clock.now()).await? {
         println!("No accounts yet. Open this one-time link to create the first admin account:");
         println!("  {public_url}/setup/{token}");
     }
     // Printed last, so a supervisor (or a test) reading stdout knows start-up has finished.
-    println!("Safehand is listening on http://{bound} (public address {public_url})");
+    println!("Safehand is listening on {scheme}://{bound} (public address {public_url})");
     use std::io::Write;
     std::io::stdout().flush()?;
 
@@ -101,7 +109,10 @@ async fn run() -> anyhow::Result<ExitCode> {
             }
         }
     });
-    safehand_server::serve(listener, state, shutdown_signal()).await?;
+    match tls {
+        Some(tls) => safehand_server::serve_tls(listener, tls, state, shutdown_signal()).await?,
+        None => safehand_server::serve(listener, state, shutdown_signal()).await?,
+    }
     db.close().await;
     Ok(ExitCode::SUCCESS)
 }

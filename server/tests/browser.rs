@@ -40,9 +40,9 @@ fn tool(path_or_name: &str) -> Option<PathBuf> {
 }
 
 /// A running server process, stopped on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     setup_url: Option<String>,
 }
 
@@ -53,7 +53,7 @@ impl Drop for Server {
     }
 }
 
-fn start_server(data_dir: &Path, extra: &[&str]) -> Server {
+pub(crate) fn start_server(data_dir: &Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_safehand-server"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)

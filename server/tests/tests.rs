@@ -10,3 +10,4 @@ mod common;
 mod admin_cli;
 mod browser;
 mod router;
+mod tls;
