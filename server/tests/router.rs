@@ -306,6 +306,47 @@ async fn failed_sign_ins_lock_the_account_then_the_lock_lifts(backend: Backend) 
     users.assert_contains("locked");
     app.clock.advance(601);
     sign_in(&mut app, &admin).await;
+    // An admin can lift a lock at once.
+    for _ in 0..3 {
+        b.post(
+            &app,
+            "/sign-in",
+            &[
+                ("email", "ghost2@school.sch.uk"),
+                ("password", "wrong wrong wrong"),
+            ],
+        )
+        .await;
+    }
+    let (sam, _) = invite(&mut app, "sam@school.sch.uk", "Sam Staff", &["staff"]).await;
+    for _ in 0..3 {
+        b.post(
+            &app,
+            "/sign-in",
+            &[("email", &sam.email), ("password", "wrong wrong wrong")],
+        )
+        .await;
+    }
+    let id = safehand_server::accounts::by_email(app.db(), &sam.email)
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    app.get(&format!("/admin/users/{id}"))
+        .await
+        .assert_contains("Unlock sign-in");
+    app.post(&format!("/admin/users/{id}/unlock"), &[])
+        .await
+        .assert_contains("is unlocked");
+    app.clock.advance(30);
+    let page = b
+        .post(
+            &app,
+            "/sign-in",
+            &[("email", &sam.email), ("password", &sam.password)],
+        )
+        .await;
+    assert_eq!(page.location(), "/sign-in/code", "{}", page.body);
     let metrics = app.get("/metrics").await;
     assert!(
         metrics.body.contains("safehand_sign_in_locked_total 2"),

@@ -35,6 +35,7 @@ pub(super) fn router() -> Router<AppState> {
             "/admin/users/{id}/enrolment-link",
             post(user_enrolment_link_post),
         )
+        .route("/admin/users/{id}/unlock", post(user_unlock_post))
         .route("/admin/audit", get(audit_get))
         .route("/admin/audit.csv", get(audit_csv_get))
         .route("/admin/audit.json", get(audit_json_get))
@@ -369,6 +370,35 @@ async fn user_enrolment_link_post(
         &user,
         Some(link),
         None,
+        FormErrors::default(),
+    )
+    .await
+}
+
+async fn user_unlock_post(
+    State(state): State<AppState>,
+    Admin(auth): Admin,
+    Path(id): Path<i64>,
+    form: Form,
+) -> Result<Response> {
+    let user = find_user(&state, id).await?;
+    throttle::clear_account(&state.db, &user.email).await?;
+    audit::record(
+        &state.db,
+        state.clock.now(),
+        &auth.actor(),
+        "sign_in_unlocked",
+        &user.email,
+        json!({}),
+    )
+    .await?;
+    user_page(
+        &state,
+        &auth,
+        &form.csrf,
+        &user,
+        None,
+        Some(format!("Sign-in for {} is unlocked.", user.email)),
         FormErrors::default(),
     )
     .await
