@@ -60,7 +60,7 @@ impl ServerKeys {
                 unreachable_hmac()
             });
             mac.update(label);
-            out.copy_from_slice(&mac.finalize().into_bytes());
+            out.copy_from_slice(&mac.finalize().into_bytes()[..]);
             out
         };
         Self {
@@ -101,8 +101,8 @@ impl ServerKeys {
             Ok(text) => Self::parse(&text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut master = Zeroizing::new([0u8; 32]);
-                rand::rngs::OsRng.fill_bytes(master.as_mut());
-                let text = Zeroizing::new(hex::encode(master.as_ref()));
+                rand::rngs::OsRng.fill_bytes(&mut master[..]);
+                let text = Zeroizing::new(hex::encode(&master[..]));
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create_new(true);
                 #[cfg(unix)]
@@ -123,7 +123,8 @@ impl ServerKeys {
     /// Encrypts `plaintext` with AES-256-GCM; `context` (e.g. "totp-seed:42") is bound as
     /// associated data so a sealed value cannot be moved to another row.
     pub fn seal(&self, context: &str, plaintext: &[u8]) -> Vec<u8> {
-        let cipher = Aes256Gcm::new(self.seal.as_ref().into());
+        let key: &[u8; 32] = &self.seal;
+        let cipher = Aes256Gcm::new(key.into());
         let mut nonce = [0u8; 12];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
         let payload = Payload {
@@ -146,7 +147,8 @@ impl ServerKeys {
         if sealed.len() < 1 + 12 + 16 || sealed[0] != SEALED_V1 {
             return Err(KeyError::Unseal);
         }
-        let cipher = Aes256Gcm::new(self.seal.as_ref().into());
+        let key: &[u8; 32] = &self.seal;
+        let cipher = Aes256Gcm::new(key.into());
         let payload = Payload {
             msg: &sealed[13..],
             aad: context.as_bytes(),

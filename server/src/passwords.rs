@@ -1,7 +1,9 @@
 //! Password rules (NIST SP 800-63B section 5.1.1.2) and hashing (Argon2id, RFC 9106).
 //!
 //! The rules: at least 12 and at most 128 characters, any characters, no composition rules,
-//! and not a common or breached password, a single repeated character, a simple sequence, or a
+//! and not a common or breached password (the shared list of 30,000 in
+//! `safehand_crypto::passphrase`, plus the long ones in `server/data/common-passwords.txt`,
+//! also with digits and symbols stripped from the ends), a single repeated character, a simple sequence, or a
 //! password built from the account's own email or name.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -38,7 +40,11 @@ pub fn check_new(password: &str, email: &str, name: &str) -> Result<(), String> 
     }
     let lower = password.to_lowercase();
     let squashed: String = lower.chars().filter(|c| !c.is_whitespace()).collect();
-    if COMMON.contains(&lower) || COMMON.contains(&squashed) {
+    // Also with digits and symbols stripped from the ends ("Password1234!" is "password").
+    let letters_digits: String = lower.chars().filter(|c| c.is_alphanumeric()).collect();
+    let letters = letters_digits.trim_matches(|c: char| c.is_ascii_digit());
+    let common = |s: &str| COMMON.contains(s) || safehand_crypto::passphrase::is_common(s);
+    if common(&lower) || common(&squashed) || common(&letters_digits) || common(letters) {
         return Err("This password is too common: it appears in lists of breached passwords. Choose another.".into());
     }
     let first = lower.chars().next();
@@ -127,6 +133,14 @@ mod tests {
         assert!(check_new("short", "a@b.c", "A").is_err());
         assert!(check_new(&"x".repeat(129), "a@b.c", "A").is_err());
         assert!(check_new("Password1234", "a@b.c", "A").is_err(), "common");
+        assert!(
+            check_new("Sunshine!!2024", "a@b.c", "A").is_err(),
+            "common word with decoration"
+        );
+        assert!(
+            check_new("iloveyou12345678", "a@b.c", "A").is_err(),
+            "shared list"
+        );
         assert!(check_new("aaaaaaaaaaaaaa", "a@b.c", "A").is_err(), "repeat");
         assert!(
             check_new("abcdefghijklmnop", "a@b.c", "A").is_err(),
