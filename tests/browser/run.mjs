@@ -210,6 +210,9 @@ async function main() {
     Object.assign(sam, await enrolTotp(b, 'sam'));
     check((await b.textContent('main')).includes('Send files securely'), 'staff home page');
     await axeCheck(b, 'home (staff)');
+    const forbidden = await b.goto(`${BASE}/admin/users`);
+    check(forbidden.status() === 403 && (await b.textContent('h1')).includes('You cannot do that'), 'staff cannot open admin pages');
+    await axeCheck(b, 'forbidden page');
 
     // ---- lock-out (the server runs with --sign-in-lock-after 3) ----
     const ctxC = await browser.newContext(contextOptions);
