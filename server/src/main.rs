@@ -62,6 +62,7 @@ async fn run() -> anyhow::Result<ExitCode> {
     settings.throttle.lock_for = cli.config.sign_in_lock_duration;
     settings.trusted_proxies = cli.config.trusted_proxy.clone();
     let lifetimes = settings.sessions;
+    let throttle_policy = settings.throttle;
 
     let tls = match (&cli.config.tls_cert, &cli.config.tls_key) {
         (Some(cert), Some(key)) => {
@@ -106,6 +107,12 @@ async fn run() -> anyhow::Result<ExitCode> {
                 safehand_server::sessions::sweep(&sweeper_db, sweeper_clock.now(), &lifetimes).await
             {
                 tracing::warn!(error = %e, "session sweep failed");
+            }
+            let now = sweeper_clock.now();
+            if let Err(e) =
+                safehand_server::throttle::sweep(&sweeper_db, now, &throttle_policy).await
+            {
+                tracing::warn!(error = %e, "sign-in failure sweep failed");
             }
         }
     });

@@ -132,3 +132,12 @@ pub async fn status(
     let locked = (n >= policy.lock_after).then_some(last + policy.lock_for);
     Ok((n, locked))
 }
+
+/// Deletes failures too old to count any more (housekeeping).
+pub async fn sweep(db: &Db, now: UnixTime, policy: &Policy) -> Result<u64> {
+    let done = sqlx::query("delete from sign_in_failures where at <= $1")
+        .bind(now - policy.lock_for)
+        .execute(db.pool())
+        .await?;
+    Ok(done.rows_affected())
+}

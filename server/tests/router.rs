@@ -29,6 +29,7 @@ crate::both_databases!(
     totp_seed_is_stored_encrypted,
     admin_resets_totp_and_password,
     concurrent_audit_appends_keep_one_chain,
+    housekeeping_removes_dead_sessions_and_old_failures,
 );
 
 async fn first_run_setup_creates_an_admin_once(backend: Backend) {
@@ -1344,4 +1345,63 @@ async fn concurrent_audit_appends_keep_one_chain(backend: Backend) {
         Verification::Intact { records, .. } => assert_eq!(records, 24),
         broken => panic!("chain broken under concurrency: {broken:?}"),
     }
+}
+
+async fn housekeeping_removes_dead_sessions_and_old_failures(backend: Backend) {
+    use sqlx::Row;
+    let mut app = TestApp::new(backend).await;
+    setup_admin(&mut app).await;
+    let mut b = app.other_browser();
+    b.post(
+        &app,
+        "/sign-in",
+        &[("email", "x@y.sch.uk"), ("password", "wrong wrong wrong")],
+    )
+    .await;
+    let count = |table: &'static str| {
+        let db = app.db().clone();
+        async move {
+            sqlx::query(&format!("select count(*) as n from {table}"))
+                .fetch_one(db.pool())
+                .await
+                .unwrap()
+                .try_get::<i64, _>("n")
+                .unwrap()
+        }
+    };
+    assert_eq!(count("sessions").await, 1);
+    assert_eq!(
+        count("sign_in_failures").await,
+        2,
+        "one per account, one per address"
+    );
+    let policy = app.state.settings.throttle;
+    let lifetimes = app.state.settings.sessions;
+    assert_eq!(
+        safehand_server::sessions::sweep(app.db(), app.clock.now(), &lifetimes)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        safehand_server::throttle::sweep(app.db(), app.clock.now(), &policy)
+            .await
+            .unwrap(),
+        0
+    );
+    app.clock.advance(16 * 60);
+    assert_eq!(
+        safehand_server::sessions::sweep(app.db(), app.clock.now(), &lifetimes)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        safehand_server::throttle::sweep(app.db(), app.clock.now(), &policy)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(count("sessions").await, 0);
+    assert_eq!(count("sign_in_failures").await, 0);
 }
