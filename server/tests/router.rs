@@ -30,6 +30,7 @@ crate::both_databases!(
     admin_resets_totp_and_password,
     concurrent_audit_appends_keep_one_chain,
     housekeeping_removes_dead_sessions_and_old_failures,
+    client_address_comes_from_trusted_proxies_only,
 );
 
 async fn first_run_setup_creates_an_admin_once(backend: Backend) {
@@ -1404,4 +1405,38 @@ async fn housekeeping_removes_dead_sessions_and_old_failures(backend: Backend) {
     );
     assert_eq!(count("sessions").await, 0);
     assert_eq!(count("sign_in_failures").await, 0);
+}
+
+async fn client_address_comes_from_trusted_proxies_only(backend: Backend) {
+    use axum::extract::ConnectInfo;
+    let proxy: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+    let mut app = TestApp::with_settings(backend, |s| s.trusted_proxies = vec![proxy]).await;
+    app.get("/sign-in").await;
+    let csrf = app.csrf();
+    for peer in ["10.0.0.1:5000", "10.0.0.2:5000"] {
+        let mut req = Request::post("/sign-in")
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header("x-forwarded-for", "198.51.100.7, 203.0.113.9")
+            .body(Body::from(format!(
+                "csrf={csrf}&email=x%40y.sch.uk&password=wrong+wrong+wrong"
+            )))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo::<std::net::SocketAddr>(peer.parse().unwrap()));
+        assert_eq!(app.send(req).await.status, StatusCode::UNAUTHORIZED);
+    }
+    let failures = audit::search(
+        app.db(),
+        &audit::Filter {
+            action: "sign_in_failed".into(),
+            ..Default::default()
+        },
+        10,
+    )
+    .await
+    .unwrap();
+    let addresses: Vec<&str> = failures.iter().map(|r| r.address.as_str()).collect();
+    // Newest first: the untrusted peer is recorded as itself; through the proxy, the last hop
+    // the proxy added is the client.
+    assert_eq!(addresses, ["10.0.0.2", "203.0.113.9"]);
 }
