@@ -88,3 +88,34 @@ impl<R: Read> Read for ProgressReader<R> {
         Ok(n)
     }
 }
+
+/// A writer that reports what passes through it to a [`Progress`].
+#[derive(Debug)]
+pub struct ProgressWriter<W> {
+    inner: W,
+    progress: Arc<Progress>,
+}
+
+impl<W> ProgressWriter<W> {
+    /// Wraps `inner`.
+    pub fn new(inner: W, progress: Arc<Progress>) -> Self {
+        Self { inner, progress }
+    }
+
+    /// The wrapped writer.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for ProgressWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.progress.advance(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

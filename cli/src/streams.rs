@@ -49,6 +49,12 @@ impl<R: Read> Read for Cancellable<R> {
     }
 }
 
+impl<R: std::io::Seek> std::io::Seek for Cancellable<R> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
 impl<W: Write> Write for Cancellable<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         if self.flag.load(Ordering::Relaxed) {

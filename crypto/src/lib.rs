@@ -32,8 +32,8 @@ mod stream;
 
 pub use age::secrecy::{ExposeSecret, SecretString};
 pub use encryption::{
-    decrypt_to, encrypt, Armor, EncryptedFile, PlaintextReader, MAX_SCRYPT_WORK_FACTOR,
-    SCRYPT_WORK_FACTOR,
+    decrypt_file_to, decrypt_to, encrypt, Armor, EncryptedFile, PlaintextReader,
+    MAX_SCRYPT_WORK_FACTOR, SCRYPT_WORK_FACTOR,
 };
 pub use error::{Error, Result};
 pub use keys::{DecryptionKey, Identity, Recipient, Recipients};

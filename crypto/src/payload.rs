@@ -26,6 +26,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 
 use filetime::FileTime;
 use tar::{Archive, Builder, EntryType, Header};
@@ -33,7 +34,7 @@ use zeroize::Zeroizing;
 
 use crate::encryption::{encrypt, Armor, PlaintextReader};
 use crate::error::{Error, Result};
-use crate::keys::Recipients;
+use crate::keys::{DecryptionKey, Recipients};
 use crate::output::temp_name;
 use crate::pipe::{pipe, PipeClosed, PipeWriter, BUFFER_SIZE};
 
@@ -676,6 +677,79 @@ pub fn open<R: Read + Send>(
     dir: &Path,
     replace: bool,
 ) -> Result<OpenSummary> {
+    open_with(
+        dir,
+        replace,
+        move |mut pipe_writer: PipeWriter| -> Result<()> {
+            let mut plaintext = plaintext;
+            let mut buf = Zeroizing::new(vec![0u8; BUFFER_SIZE]);
+            loop {
+                let n = plaintext
+                    .read(&mut buf)
+                    .map_err(|e| Error::io("cannot read the encrypted file", e))?;
+                if n == 0 {
+                    break;
+                }
+                pipe_writer
+                    .write_all(&buf[..n])
+                    .map_err(|e| Error::io("extraction stopped", e))?;
+            }
+            pipe_writer
+                .finish()
+                .map_err(|e| Error::io("extraction stopped", e))
+        },
+    )
+}
+
+/// Like [`open`], for a payload in a regular file that `open_file` can open again: decryption
+/// then runs on every core ([`crate::decrypt_file_to`]) while extraction writes the files.
+/// `progress` is called with the number of plaintext bytes decrypted, as they are.
+pub fn open_file<F, R>(
+    open_file: F,
+    key: &DecryptionKey,
+    dir: &Path,
+    replace: bool,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+) -> Result<OpenSummary>
+where
+    F: Fn() -> io::Result<R> + Sync + Send,
+    R: Read + std::io::Seek + Send,
+{
+    open_with(dir, replace, move |pipe_writer: PipeWriter| -> Result<()> {
+        let counting = Counting {
+            inner: pipe_writer,
+            progress,
+        };
+        let (counting, _) = crate::encryption::decrypt_file_to(open_file, key, counting)?;
+        counting
+            .inner
+            .finish()
+            .map_err(|e| Error::io("extraction stopped", e))
+    })
+}
+
+/// Reports bytes written to a progress callback.
+struct Counting<W> {
+    inner: W,
+    progress: Arc<dyn Fn(u64) + Send + Sync>,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        (self.progress)(n as u64);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn open_with<P>(dir: &Path, replace: bool, produce: P) -> Result<OpenSummary>
+where
+    P: FnOnce(PipeWriter) -> Result<()> + Send,
+{
     let created = match fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => false,
         Ok(_) => {
@@ -693,7 +767,7 @@ pub fn open<R: Read + Send>(
             true
         }
     };
-    let result = open_into(plaintext, dir, replace);
+    let result = open_into(produce, dir, replace);
     if result.is_err() && created {
         // Only removes it if it is empty, i.e. we never got as far as committing.
         let _ = fs::remove_dir(dir);
@@ -714,11 +788,10 @@ impl Drop for Staging {
     }
 }
 
-fn open_into<R: Read + Send>(
-    plaintext: PlaintextReader<R>,
-    dir: &Path,
-    replace: bool,
-) -> Result<OpenSummary> {
+fn open_into<P>(produce: P, dir: &Path, replace: bool) -> Result<OpenSummary>
+where
+    P: FnOnce(PipeWriter) -> Result<()> + Send,
+{
     let staging_path = temp_name(dir, "open");
     fs::DirBuilder::new()
         .mode(0o700)
@@ -739,28 +812,11 @@ fn open_into<R: Read + Send>(
     };
 
     std::thread::scope(|scope| -> Result<()> {
-        let (mut pipe_writer, pipe_reader) = pipe();
+        let (pipe_writer, pipe_reader) = pipe();
         // Decryption on one core, extraction (file writes) on the other.
         let decrypt_thread = std::thread::Builder::new()
             .name("safehand-decrypt".into())
-            .spawn_scoped(scope, move || -> Result<()> {
-                let mut plaintext = plaintext;
-                let mut buf = Zeroizing::new(vec![0u8; BUFFER_SIZE]);
-                loop {
-                    let n = plaintext
-                        .read(&mut buf)
-                        .map_err(|e| Error::io("cannot read the encrypted file", e))?;
-                    if n == 0 {
-                        break;
-                    }
-                    pipe_writer
-                        .write_all(&buf[..n])
-                        .map_err(|e| Error::io("extraction stopped", e))?;
-                }
-                pipe_writer
-                    .finish()
-                    .map_err(|e| Error::io("extraction stopped", e))
-            })
+            .spawn_scoped(scope, move || produce(pipe_writer))
             .map_err(|e| Error::io("cannot start decrypting", e))?;
 
         let extracted = extractor.extract_all(pipe_reader);
