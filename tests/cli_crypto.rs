@@ -1297,3 +1297,91 @@ fn generated_passphrases_are_shown_once_and_work() {
         .arg(&enc));
     assert_eq!(back.stdout, b"generated\n");
 }
+
+// -------------------------------------------------------------------------------------------
+// Ctrl-C
+
+/// Waits until `dir` holds an entry whose name contains `part`.
+fn wait_for_entry(dir: &Path, part: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(rd) = fs::read_dir(dir) {
+            if rd
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().contains(part))
+            {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    false
+}
+
+#[test]
+fn ctrl_c_during_open_or_decrypt_leaves_no_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys(dir.path());
+    let big = dir.path().join("big.bin");
+    File::create(&big).unwrap().set_len(3 << 30).unwrap();
+    let payload = dir.path().join("big.age");
+    ok(safehand()
+        .args(["seal", "-r", &k.recipient, "-o"])
+        .arg(&payload)
+        .arg(&big));
+    fs::remove_file(&big).unwrap();
+
+    let target = dir.path().join("target");
+    fs::create_dir(&target).unwrap();
+    let child = safehand()
+        .arg("open")
+        .arg("-i")
+        .arg(&k.identity)
+        .arg("-C")
+        .arg(&target)
+        .arg(&payload)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_entry(&target, ".safehand-"),
+        "no staging folder appeared"
+    );
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    assert!(tree(&target).is_empty(), "left {:?}", tree(&target));
+
+    let outdir = dir.path().join("out");
+    fs::create_dir(&outdir).unwrap();
+    let child = safehand()
+        .arg("decrypt")
+        .arg("-i")
+        .arg(&k.identity)
+        .arg("-o")
+        .arg(outdir.join("big.tar"))
+        .arg(&payload)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_for_entry(&outdir, ".safehand-"),
+        "no temporary file appeared"
+    );
+    std::thread::sleep(Duration::from_millis(100));
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(tree(&outdir).is_empty(), "left {:?}", tree(&outdir));
+}

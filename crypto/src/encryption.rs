@@ -342,11 +342,11 @@ pub fn decrypt_to<R: Read, W: Write + Send + 'static>(
 }
 
 /// Plaintext bytes per segment handed to one decrypting thread (a whole number of chunks).
-const SEGMENT: u64 = 64 * 64 * 1024;
+const SEGMENT: u64 = 32 * 64 * 1024;
 
 /// Decrypts a binary age file that can be opened more than once (a regular file) on every
 /// core: each thread opens it, unwraps the key with the same identities, and decrypts every
-/// other 4 MiB segment; segments are written in order. The final chunk is authenticated
+/// other 2 MiB segment; segments are written in order. The final chunk is authenticated
 /// before anything is written, and every chunk before it is authenticated by the thread that
 /// reads it, so the result is exactly what [`decrypt_to`] would give. Passphrases and armored
 /// files take the one-thread path ([`decrypt_to`]): scrypt per thread would cost 256 MiB each.
@@ -383,9 +383,9 @@ where
         for k in 0..workers {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Zeroizing<Vec<u8>>>>(1);
             queues.push(rx);
-            // Written buffers go back to their thread: no fresh 4 MiB (page faults, zeroizing)
+            // Written buffers go back to their thread: no fresh 2 MiB (page faults, zeroizing)
             // per segment.
-            let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Zeroizing<Vec<u8>>>(3);
+            let (free_tx, free_rx) = std::sync::mpsc::sync_channel::<Zeroizing<Vec<u8>>>(2);
             returns.push(free_tx);
             let reader = first.take();
             let opened = &opened;
