@@ -1318,6 +1318,12 @@ fn wait_for_entry(dir: &Path, part: &str) -> bool {
     false
 }
 
+/// Sends SIGINT, as Ctrl-C at a terminal does.
+fn ctrl_c(child: &std::process::Child) {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+}
+
 #[test]
 fn ctrl_c_during_open_or_decrypt_leaves_no_plaintext() {
     let dir = tempfile::tempdir().unwrap();
@@ -1347,12 +1353,7 @@ fn ctrl_c_during_open_or_decrypt_leaves_no_plaintext() {
         wait_for_entry(&target, ".safehand-"),
         "no staging folder appeared"
     );
-    let status = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    ctrl_c(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
@@ -1375,12 +1376,7 @@ fn ctrl_c_during_open_or_decrypt_leaves_no_plaintext() {
         "no temporary file appeared"
     );
     std::thread::sleep(Duration::from_millis(100));
-    let status = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    ctrl_c(&child);
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(tree(&outdir).is_empty(), "left {:?}", tree(&outdir));
