@@ -20,6 +20,13 @@ pub fn run(args: KeygenArgs) -> anyhow::Result<ExitCode> {
     let text = identity.to_file_text(&created);
     match args.output {
         Some(path) if path.as_os_str() != "-" => {
+            if std::fs::symlink_metadata(&path).is_ok() {
+                anyhow::bail!(
+                    "{} already exists; Safehand never overwrites an identity file (it may be \
+                     the only key to some files): choose another name",
+                    path.display()
+                );
+            }
             let mut out = PrivateOutput::create(&path, false)?;
             out.write_all(text.expose_secret().as_bytes())?;
             out.commit()?;
