@@ -108,6 +108,26 @@ pub enum Error {
     /// The operation was interrupted (Ctrl-C); anything half-written was removed.
     #[error("interrupted; nothing was left behind")]
     Interrupted,
+    /// The file is not a Safehand certificate of erasure (not JSON, wrong shape or unknown format).
+    #[error("not a Safehand certificate of erasure: {0}")]
+    CertificateMalformed(String),
+    /// The certificate's bytes are not exactly its canonical form: it was edited after signing.
+    #[error("the certificate file was changed after it was signed (it is not in its signed canonical form)")]
+    CertificateNotCanonical,
+    /// The certificate's signature does not match its contents.
+    #[error("the signature does not match: the certificate was changed after it was signed")]
+    CertificateBadSignature,
+    /// The certificate verifies, but under a different key than the one trusted.
+    #[error("the certificate was signed by {actual}, not by the trusted key {expected}")]
+    CertificateUntrustedSigner {
+        /// The key the caller trusts.
+        expected: String,
+        /// The key inside the certificate.
+        actual: String,
+    },
+    /// A certificate signing or public key in text form could not be read.
+    #[error("not a valid key: {0}")]
+    BadSigningKey(String),
 }
 
 /// Result with [`Error`].

@@ -1,25 +1,25 @@
 //! Canonical JSON: sorted keys, no whitespace, integers only, `JSON.stringify` string escapes.
 
-use super::CertificateError;
+use crate::Error;
 
 /// The canonical text of a JSON value (RFC 8785 JCS for integer-only documents).
 ///
 /// Floats are refused: certificates hold byte counts and times as integers and strings, and
 /// refusing floats avoids number-formatting differences between implementations.
-pub fn canonical_json(value: &serde_json::Value) -> Result<String, CertificateError> {
+pub fn canonical_json(value: &serde_json::Value) -> Result<String, Error> {
     let mut out = String::new();
     write_value(value, &mut out)?;
     Ok(out)
 }
 
-fn write_value(value: &serde_json::Value, out: &mut String) -> Result<(), CertificateError> {
+fn write_value(value: &serde_json::Value, out: &mut String) -> Result<(), Error> {
     use serde_json::Value;
     match value {
         Value::Null => out.push_str("null"),
         Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         Value::Number(n) => {
             if n.is_f64() {
-                return Err(CertificateError::Malformed(
+                return Err(Error::CertificateMalformed(
                     "fractional numbers are not allowed".into(),
                 ));
             }

@@ -25,6 +25,7 @@
 mod canonical;
 mod pdf;
 
+use crate::Error;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use ed25519_dalek::Signer as _;
@@ -47,32 +48,6 @@ const PUBLIC_KEY_PREFIX: &str = "ed25519:";
 /// Prefix of the one-line private signing key file.
 const SIGNING_KEY_PREFIX: &str = "safehand-signing-key-v1:";
 
-/// What can go wrong reading, signing or verifying a certificate.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CertificateError {
-    /// The file is not a Safehand certificate (not JSON, wrong shape or unknown format).
-    #[error("not a Safehand certificate of erasure: {0}")]
-    Malformed(String),
-    /// The bytes are not exactly the canonical form: something was edited after signing.
-    #[error("the certificate file was changed after it was signed (it is not in its signed canonical form)")]
-    NotCanonical,
-    /// The signature does not match the contents.
-    #[error("the signature does not match: the certificate was changed after it was signed")]
-    BadSignature,
-    /// The certificate verifies, but under a different key than the one trusted.
-    #[error("the certificate was signed by {actual}, not by the trusted key {expected}")]
-    UntrustedSigner {
-        /// The key the caller trusts.
-        expected: String,
-        /// The key inside the certificate.
-        actual: String,
-    },
-    /// A public or private key in text form could not be read.
-    #[error("not a valid key: {0}")]
-    BadKey(String),
-}
-
 /// The operator's Ed25519 signing key. The secret is zeroized on drop and never printed.
 pub struct SigningKey(ed25519_dalek::SigningKey);
 
@@ -91,23 +66,24 @@ impl SigningKey {
     }
 
     /// Reads the one-line key file text written by [`SigningKey::to_key_file_text`].
-    pub fn from_key_file_text(text: &str) -> Result<Self, CertificateError> {
+    pub fn from_key_file_text(text: &str) -> Result<Self, Error> {
         let encoded = text
             .trim()
             .strip_prefix(SIGNING_KEY_PREFIX)
             .ok_or_else(|| {
-                CertificateError::BadKey(format!(
+                Error::BadSigningKey(format!(
                     "a signing key file starts with `{SIGNING_KEY_PREFIX}`"
                 ))
             })?;
-        let bytes =
-            Zeroizing::new(BASE64.decode(encoded).map_err(|_| {
-                CertificateError::BadKey("the signing key is not valid base64".into())
-            })?);
+        let bytes = Zeroizing::new(
+            BASE64
+                .decode(encoded)
+                .map_err(|_| Error::BadSigningKey("the signing key is not valid base64".into()))?,
+        );
         let seed: &[u8; 32] = bytes
             .as_slice()
             .try_into()
-            .map_err(|_| CertificateError::BadKey("a signing key is 32 bytes".into()))?;
+            .map_err(|_| Error::BadSigningKey("a signing key is 32 bytes".into()))?;
         Ok(SigningKey(ed25519_dalek::SigningKey::from_bytes(seed)))
     }
 
@@ -137,24 +113,24 @@ impl std::fmt::Display for PublicKey {
 }
 
 impl std::str::FromStr for PublicKey {
-    type Err = CertificateError;
+    type Err = Error;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let encoded = text.trim().strip_prefix(PUBLIC_KEY_PREFIX).ok_or_else(|| {
-            CertificateError::BadKey(format!(
+            Error::BadSigningKey(format!(
                 "a public key looks like `{PUBLIC_KEY_PREFIX}...` (as `safehand cert key` prints it)"
             ))
         })?;
         let bytes = BASE64
             .decode(encoded)
-            .map_err(|_| CertificateError::BadKey("the public key is not valid base64".into()))?;
+            .map_err(|_| Error::BadSigningKey("the public key is not valid base64".into()))?;
         let bytes: [u8; 32] = bytes
             .as_slice()
             .try_into()
-            .map_err(|_| CertificateError::BadKey("an Ed25519 public key is 32 bytes".into()))?;
+            .map_err(|_| Error::BadSigningKey("an Ed25519 public key is 32 bytes".into()))?;
         ed25519_dalek::VerifyingKey::from_bytes(&bytes)
             .map(PublicKey)
-            .map_err(|_| CertificateError::BadKey("not a valid Ed25519 public key".into()))
+            .map_err(|_| Error::BadSigningKey("not a valid Ed25519 public key".into()))
     }
 }
 
@@ -493,12 +469,9 @@ fn signed_message(certificate_canonical: &str) -> Vec<u8> {
 }
 
 /// Signs a certificate and returns the bytes of the certificate file (canonical JSON + newline).
-pub fn sign_certificate(
-    certificate: &WipeCertificate,
-    key: &SigningKey,
-) -> Result<Vec<u8>, CertificateError> {
+pub fn sign_certificate(certificate: &WipeCertificate, key: &SigningKey) -> Result<Vec<u8>, Error> {
     let value = serde_json::to_value(certificate)
-        .map_err(|e| CertificateError::Malformed(e.to_string()))?;
+        .map_err(|e| Error::CertificateMalformed(e.to_string()))?;
     let canonical = canonical_json(&value)?;
     let signature = key.0.sign(&signed_message(&canonical));
     let block = SignatureBlock {
@@ -508,7 +481,7 @@ pub fn sign_certificate(
     };
     let document = serde_json::json!({
         "certificate": value,
-        "signature": serde_json::to_value(&block).map_err(|e| CertificateError::Malformed(e.to_string()))?,
+        "signature": serde_json::to_value(&block).map_err(|e| Error::CertificateMalformed(e.to_string()))?,
     });
     let mut bytes = canonical_json(&document)?.into_bytes();
     bytes.push(b'\n');
@@ -519,32 +492,32 @@ pub fn sign_certificate(
 pub fn verify_certificate(
     bytes: &[u8],
     trusted: Option<&PublicKey>,
-) -> Result<VerifiedCertificate, CertificateError> {
+) -> Result<VerifiedCertificate, Error> {
     let document: serde_json::Value = serde_json::from_slice(bytes)
-        .map_err(|e| CertificateError::Malformed(format!("not JSON ({e})")))?;
+        .map_err(|e| Error::CertificateMalformed(format!("not JSON ({e})")))?;
     let mut expected = canonical_json(&document)?.into_bytes();
     expected.push(b'\n');
     if expected != bytes {
-        return Err(CertificateError::NotCanonical);
+        return Err(Error::CertificateNotCanonical);
     }
     let object = document
         .as_object()
         .filter(|o| o.len() == 2)
         .ok_or_else(|| {
-            CertificateError::Malformed("expected exactly `certificate` and `signature`".into())
+            Error::CertificateMalformed("expected exactly `certificate` and `signature`".into())
         })?;
     let certificate_value = object
         .get("certificate")
-        .ok_or_else(|| CertificateError::Malformed("no `certificate`".into()))?;
+        .ok_or_else(|| Error::CertificateMalformed("no `certificate`".into()))?;
     let block: SignatureBlock = serde_json::from_value(
         object
             .get("signature")
             .cloned()
-            .ok_or_else(|| CertificateError::Malformed("no `signature`".into()))?,
+            .ok_or_else(|| Error::CertificateMalformed("no `signature`".into()))?,
     )
-    .map_err(|e| CertificateError::Malformed(format!("signature block: {e}")))?;
+    .map_err(|e| Error::CertificateMalformed(format!("signature block: {e}")))?;
     if block.algorithm != "Ed25519" {
-        return Err(CertificateError::Malformed(format!(
+        return Err(Error::CertificateMalformed(format!(
             "unknown signature algorithm `{}`",
             block.algorithm
         )));
@@ -554,25 +527,25 @@ pub fn verify_certificate(
         .decode(&block.value)
         .ok()
         .and_then(|b| b.as_slice().try_into().ok())
-        .ok_or(CertificateError::BadSignature)?;
+        .ok_or(Error::CertificateBadSignature)?;
     let signature = ed25519_dalek::Signature::from_bytes(&signature_bytes);
     let canonical = canonical_json(certificate_value)?;
     signer
         .0
         .verify_strict(&signed_message(&canonical), &signature)
-        .map_err(|_| CertificateError::BadSignature)?;
+        .map_err(|_| Error::CertificateBadSignature)?;
     if let Some(trusted) = trusted {
         if trusted != &signer {
-            return Err(CertificateError::UntrustedSigner {
+            return Err(Error::CertificateUntrustedSigner {
                 expected: trusted.to_string(),
                 actual: signer.to_string(),
             });
         }
     }
     let certificate: WipeCertificate = serde_json::from_value(certificate_value.clone())
-        .map_err(|e| CertificateError::Malformed(format!("certificate fields: {e}")))?;
+        .map_err(|e| Error::CertificateMalformed(format!("certificate fields: {e}")))?;
     if certificate.format != CERTIFICATE_FORMAT {
-        return Err(CertificateError::Malformed(format!(
+        return Err(Error::CertificateMalformed(format!(
             "unknown format `{}`",
             certificate.format
         )));
@@ -612,7 +585,7 @@ mod tests {
         let bytes = sign_certificate(&WipeCertificate::example(), &key).unwrap();
         assert!(matches!(
             verify_certificate(&bytes, Some(&other.public_key())),
-            Err(CertificateError::UntrustedSigner { .. })
+            Err(Error::CertificateUntrustedSigner { .. })
         ));
     }
 
@@ -635,7 +608,7 @@ mod tests {
             .replace("\"ERASED\"", "\"FAILED\"");
         assert!(matches!(
             verify_certificate(text.as_bytes(), None),
-            Err(CertificateError::BadSignature)
+            Err(Error::CertificateBadSignature)
         ));
     }
 }
