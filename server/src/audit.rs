@@ -2,11 +2,13 @@
 //! before it, so that changing or removing any record breaks the chain at that point.
 //!
 //! A record's hash covers `[seq, at, actor_id, actor, action, subject, address, details,
-//! prev_hash]` serialised as one JSON array. `prev_hash` is unique, so two instances appending
-//! at once cannot both extend the same record: the loser retries on the new head.
+//! prev_hash]` serialised as one JSON array. Records are appended with [`append`] inside the
+//! transaction of the action they record; the one-row `audit_head` table is locked while a
+//! transaction appends, so instances append one after another. `prev_hash` is unique as a
+//! second guard against a fork.
 
 use crate::clock::UnixTime;
-use crate::db::{is_unique_violation, opt_i64, Db};
+use crate::db::{opt_i64, Db};
 use crate::error::Result;
 use sha2::{Digest, Sha256};
 use sqlx::Row;
@@ -78,7 +80,65 @@ fn record_hash(r: &Record) -> String {
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }
 
-/// Appends one record at time `now`.
+/// Appends one record at time `now` inside the caller's transaction, so the record exists
+/// exactly when the action it describes committed. Call it last in the transaction: it locks
+/// the chain's head (the one `audit_head` row) until the transaction ends, which serialises
+/// appends from every instance. (`&mut Transaction<'_, Any>` derefs to `AnyConnection`.)
+pub async fn append(
+    conn: &mut sqlx::AnyConnection,
+    now: UnixTime,
+    actor: &Actor,
+    action: &str,
+    subject: &str,
+    details: serde_json::Value,
+) -> Result<()> {
+    // Taking the lock first: an update holds the row (PostgreSQL) or the database (SQLite).
+    sqlx::query("update audit_head set seq = seq where id = 1")
+        .execute(&mut *conn)
+        .await?;
+    let head = sqlx::query("select seq, hash from audit_head where id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    let mut r = Record {
+        seq: head.try_get::<i64, _>("seq")? + 1,
+        at: now,
+        actor_id: actor.user_id,
+        actor: actor.label.clone(),
+        action: action.to_string(),
+        subject: subject.to_string(),
+        address: actor.address.clone(),
+        details: details.to_string(),
+        prev_hash: head.try_get("hash")?,
+        hash: String::new(),
+    };
+    r.hash = record_hash(&r);
+    sqlx::query(
+        "insert into audit_log (seq, at, actor_id, actor, action, subject, address, details, prev_hash, hash) \
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(r.seq)
+    .bind(r.at)
+    .bind(r.actor_id)
+    .bind(&r.actor)
+    .bind(&r.action)
+    .bind(&r.subject)
+    .bind(&r.address)
+    .bind(&r.details)
+    .bind(&r.prev_hash)
+    .bind(&r.hash)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("update audit_head set seq = $1, hash = $2 where id = 1")
+        .bind(r.seq)
+        .bind(&r.hash)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Appends one record in a transaction of its own: for events that change nothing else
+/// (a failed sign-in, an export). Anything that changes data calls [`append`] inside its
+/// own transaction instead.
 pub async fn record(
     db: &Db,
     now: UnixTime,
@@ -87,60 +147,10 @@ pub async fn record(
     subject: &str,
     details: serde_json::Value,
 ) -> Result<()> {
-    let details = details.to_string();
-    for _ in 0..50 {
-        let head = sqlx::query("select seq, hash from audit_log order by seq desc limit 1")
-            .fetch_optional(db.pool())
-            .await?;
-        let (seq, prev_hash) = match head {
-            Some(row) => (
-                row.try_get::<i64, _>("seq")? + 1,
-                row.try_get::<String, _>("hash")?,
-            ),
-            None => (1, GENESIS.to_string()),
-        };
-        let mut r = Record {
-            seq,
-            at: now,
-            actor_id: actor.user_id,
-            actor: actor.label.clone(),
-            action: action.to_string(),
-            subject: subject.to_string(),
-            address: actor.address.clone(),
-            details: details.clone(),
-            prev_hash,
-            hash: String::new(),
-        };
-        r.hash = record_hash(&r);
-        let (prev_hash, hash) = (&r.prev_hash, &r.hash);
-        let inserted = sqlx::query(
-            "insert into audit_log (seq, at, actor_id, actor, action, subject, address, details, prev_hash, hash) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(seq)
-        .bind(now)
-        .bind(actor.user_id)
-        .bind(&actor.label)
-        .bind(action)
-        .bind(subject)
-        .bind(&actor.address)
-        .bind(&details)
-        .bind(prev_hash)
-        .bind(hash)
-        .execute(db.pool())
-        .await;
-        match inserted {
-            Ok(_) => return Ok(()),
-            Err(e) if is_unique_violation(&e) => {
-                tokio::task::yield_now().await;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(crate::Error::Internal(
-        "could not append to the audit log: too much contention".into(),
-    ))
+    let mut tx = db.begin().await?;
+    append(&mut tx, now, actor, action, subject, details).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 fn row_to_record(row: &sqlx::any::AnyRow) -> Result<Record, sqlx::Error> {

@@ -95,6 +95,67 @@ pub struct Config {
         global = true
     )]
     pub trusted_proxy: Vec<IpAddr>,
+
+    /// SMTP server for outgoing mail: smtp://[USER@]HOST[:587] (STARTTLS),
+    /// smtps://[USER@]HOST[:465] (TLS), or smtp://localhost:25?tls=none (a relay on this
+    /// machine). Without it, mail is written to DATA_DIR/outbox/*.eml instead of sent.
+    #[arg(long, env = "SAFEHAND_SMTP_URL", value_parser = secret, hide_env_values = true, global = true)]
+    pub smtp_url: Option<SecretString>,
+
+    /// Password for the SMTP user named in --smtp-url.
+    #[arg(long, env = "SAFEHAND_SMTP_PASSWORD", value_parser = secret, hide_env_values = true, global = true)]
+    pub smtp_password: Option<SecretString>,
+
+    /// File holding the SMTP password.
+    #[arg(long, env = "SAFEHAND_SMTP_PASSWORD_FILE", global = true)]
+    pub smtp_password_file: Option<PathBuf>,
+
+    /// Extra trusted CA certificate (PEM) for an SMTP relay with a private certificate.
+    #[arg(long, env = "SAFEHAND_SMTP_CA_FILE", global = true)]
+    pub smtp_ca_file: Option<PathBuf>,
+
+    /// Sender of the service's mail, e.g. "Safehand <safehand@school.sch.uk>" (required with
+    /// --smtp-url; default safehand@ the public address's host).
+    #[arg(long, env = "SAFEHAND_MAIL_FROM", global = true)]
+    pub mail_from: Option<String>,
+
+    /// S3-compatible blob store endpoint, e.g. https://s3.eu-west-2.amazonaws.com (default:
+    /// blobs in DATA_DIR/blobs).
+    #[arg(long, env = "SAFEHAND_S3_ENDPOINT", global = true)]
+    pub s3_endpoint: Option<String>,
+
+    /// The bucket (must exist).
+    #[arg(long, env = "SAFEHAND_S3_BUCKET", global = true)]
+    pub s3_bucket: Option<String>,
+
+    /// The bucket's region.
+    #[arg(
+        long,
+        env = "SAFEHAND_S3_REGION",
+        default_value = "us-east-1",
+        global = true
+    )]
+    pub s3_region: String,
+
+    /// S3 access key id.
+    #[arg(long, env = "SAFEHAND_S3_ACCESS_KEY_ID", value_parser = secret, hide_env_values = true, global = true)]
+    pub s3_access_key_id: Option<SecretString>,
+
+    /// File holding the S3 access key id.
+    #[arg(long, env = "SAFEHAND_S3_ACCESS_KEY_ID_FILE", global = true)]
+    pub s3_access_key_id_file: Option<PathBuf>,
+
+    /// S3 secret access key.
+    #[arg(long, env = "SAFEHAND_S3_SECRET_ACCESS_KEY", value_parser = secret, hide_env_values = true, global = true)]
+    pub s3_secret_access_key: Option<SecretString>,
+
+    /// File holding the S3 secret access key.
+    #[arg(long, env = "SAFEHAND_S3_SECRET_ACCESS_KEY_FILE", global = true)]
+    pub s3_secret_access_key_file: Option<PathBuf>,
+
+    /// Allow an http:// S3 endpoint (a store on this machine or a trusted private network).
+    #[arg(long, env = "SAFEHAND_S3_ALLOW_HTTP", global = true)]
+    pub s3_allow_http: bool,
 }
 
 /// Operator commands.
@@ -192,9 +253,31 @@ const KNOWN_ENV: &[&str] = &[
     "SAFEHAND_TLS_CERT",
     "SAFEHAND_TLS_KEY",
     "SAFEHAND_LOG",
-    // Read by the test suites, not the server.
-    "SAFEHAND_TEST_POSTGRES_URL",
+    "SAFEHAND_SMTP_URL",
+    "SAFEHAND_SMTP_PASSWORD",
+    "SAFEHAND_SMTP_PASSWORD_FILE",
+    "SAFEHAND_SMTP_CA_FILE",
+    "SAFEHAND_MAIL_FROM",
+    "SAFEHAND_S3_ENDPOINT",
+    "SAFEHAND_S3_BUCKET",
+    "SAFEHAND_S3_REGION",
+    "SAFEHAND_S3_ACCESS_KEY_ID",
+    "SAFEHAND_S3_ACCESS_KEY_ID_FILE",
+    "SAFEHAND_S3_SECRET_ACCESS_KEY",
+    "SAFEHAND_S3_SECRET_ACCESS_KEY_FILE",
+    "SAFEHAND_S3_ALLOW_HTTP",
 ];
+
+/// Prefixes of `SAFEHAND_*` variables that belong to other programs sharing the environment
+/// (the test suites and the `safehand` CLI's test hooks): never refused.
+const OTHER_PROGRAMS: &[&str] = &["SAFEHAND_TEST_", "SAFEHAND_WIPE_TEST_"];
+
+/// Whether the server refuses to start with this environment variable set.
+fn unknown_env(name: &str) -> bool {
+    name.starts_with("SAFEHAND_")
+        && !KNOWN_ENV.contains(&name)
+        && !OTHER_PROGRAMS.iter().any(|p| name.starts_with(p))
+}
 
 /// Settings after checking, ready to run with.
 #[derive(Debug)]
@@ -211,6 +294,51 @@ pub struct Resolved {
     pub server_key: Option<SecretString>,
     /// Key file used when no key is configured.
     pub server_key_file: PathBuf,
+    /// How mail leaves the server.
+    pub mail: crate::mail::Delivery,
+    /// Sender address of the service's mail.
+    pub mail_from: String,
+    /// Where blobs are kept.
+    pub blobs: BlobStore,
+}
+
+/// Where blobs are kept.
+#[derive(Debug)]
+pub enum BlobStore {
+    /// A local folder.
+    Folder(PathBuf),
+    /// An S3-compatible bucket.
+    S3(crate::blobs::S3Settings),
+}
+
+/// Reads a secret from a `*_FILE` setting (trimmed; the file should be mode 0600).
+fn read_secret_file(setting: &str, path: &std::path::Path) -> Result<SecretString, String> {
+    let text = zeroize::Zeroizing::new(
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {setting} {}: {e}", path.display()))?,
+    );
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("{setting} {} is empty", path.display()));
+    }
+    Ok(SecretString::from(text.to_string()))
+}
+
+/// A secret given directly or through a file, not both.
+fn one_secret(
+    direct: &Option<SecretString>,
+    file: &Option<PathBuf>,
+    direct_name: &str,
+    file_name: &str,
+) -> Result<Option<SecretString>, String> {
+    match (direct, file) {
+        (Some(_), Some(_)) => Err(format!(
+            "give either {direct_name} or {file_name}, not both"
+        )),
+        (Some(s), None) => Ok(Some(s.clone())),
+        (None, Some(path)) => read_secret_file(file_name, path).map(Some),
+        (None, None) => Ok(None),
+    }
 }
 
 impl Config {
@@ -218,7 +346,7 @@ impl Config {
     pub fn resolve(&self) -> Result<Resolved, String> {
         for (name, _) in std::env::vars_os() {
             let name = name.to_string_lossy();
-            if name.starts_with("SAFEHAND_") && !KNOWN_ENV.contains(&name.as_ref()) {
+            if unknown_env(&name) {
                 return Err(format!(
                     "unknown setting {name} in the environment; known settings: {}",
                     KNOWN_ENV.join(", ")
@@ -272,7 +400,93 @@ impl Config {
                 "give either SAFEHAND_SERVER_KEY or SAFEHAND_SERVER_KEY_FILE, not both".into(),
             );
         }
+        let mail = match &self.smtp_url {
+            Some(url) => {
+                let password = one_secret(
+                    &self.smtp_password,
+                    &self.smtp_password_file,
+                    "--smtp-password (SAFEHAND_SMTP_PASSWORD)",
+                    "--smtp-password-file (SAFEHAND_SMTP_PASSWORD_FILE)",
+                )?;
+                let mut smtp = crate::mail::SmtpSettings::parse(url.expose_secret(), password)?;
+                if let Some(path) = &self.smtp_ca_file {
+                    smtp.ca_pem = Some(std::fs::read(path).map_err(|e| {
+                        format!("cannot read --smtp-ca-file {}: {e}", path.display())
+                    })?);
+                }
+                crate::mail::Delivery::Smtp(smtp)
+            }
+            None => {
+                if self.smtp_password.is_some() || self.smtp_password_file.is_some() {
+                    return Err(
+                        "an SMTP password is set but no --smtp-url (SAFEHAND_SMTP_URL)".into(),
+                    );
+                }
+                crate::mail::Delivery::Folder(self.data_dir.join("outbox"))
+            }
+        };
+        let mail_from = match (&self.mail_from, mail.sends()) {
+            (Some(from), _) => from.trim().to_string(),
+            (None, true) => {
+                return Err("--mail-from (SAFEHAND_MAIL_FROM) is required with --smtp-url; write e.g. \"Safehand <safehand@school.sch.uk>\"".into())
+            }
+            (None, false) => {
+                let host = url::Url::parse(&public_url)
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    .filter(|h| h.contains('.') && h.parse::<IpAddr>().is_err())
+                    .unwrap_or_else(|| "localhost".into());
+                format!("Safehand <safehand@{host}>")
+            }
+        };
+        let blobs = match (&self.s3_endpoint, &self.s3_bucket) {
+            (None, None) => {
+                if self.s3_access_key_id.is_some()
+                    || self.s3_access_key_id_file.is_some()
+                    || self.s3_secret_access_key.is_some()
+                    || self.s3_secret_access_key_file.is_some()
+                {
+                    return Err(
+                        "S3 credentials are set but no --s3-endpoint and --s3-bucket".into(),
+                    );
+                }
+                BlobStore::Folder(self.data_dir.join("blobs"))
+            }
+            (Some(endpoint), Some(bucket)) => {
+                let id = one_secret(
+                    &self.s3_access_key_id,
+                    &self.s3_access_key_id_file,
+                    "--s3-access-key-id",
+                    "--s3-access-key-id-file",
+                )?
+                .ok_or("--s3-access-key-id (SAFEHAND_S3_ACCESS_KEY_ID or ..._FILE) is required with --s3-endpoint")?;
+                let secret = one_secret(
+                    &self.s3_secret_access_key,
+                    &self.s3_secret_access_key_file,
+                    "--s3-secret-access-key",
+                    "--s3-secret-access-key-file",
+                )?
+                .ok_or("--s3-secret-access-key (SAFEHAND_S3_SECRET_ACCESS_KEY or ..._FILE) is required with --s3-endpoint")?;
+                BlobStore::S3(crate::blobs::S3Settings {
+                    endpoint: endpoint.trim().to_string(),
+                    bucket: bucket.trim().to_string(),
+                    region: self.s3_region.trim().to_string(),
+                    access_key_id: id.expose_secret().to_string(),
+                    secret_access_key: secret,
+                    allow_http: self.s3_allow_http,
+                })
+            }
+            (Some(_), None) => {
+                return Err("--s3-endpoint needs --s3-bucket (SAFEHAND_S3_BUCKET)".into())
+            }
+            (None, Some(_)) => {
+                return Err("--s3-bucket needs --s3-endpoint (SAFEHAND_S3_ENDPOINT)".into())
+            }
+        };
         Ok(Resolved {
+            mail,
+            mail_from,
+            blobs,
             listen: self.listen,
             data_dir: self.data_dir.clone(),
             public_url,
@@ -308,6 +522,73 @@ mod tests {
             "postgres://u:hunter2hunter2@db/x",
         ]);
         assert!(!format!("{cli:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn variables_of_tests_and_the_cli_are_not_refused() {
+        assert!(!unknown_env("SAFEHAND_TEST_SMTP_ADDR"));
+        assert!(!unknown_env("SAFEHAND_WIPE_TEST_DIR"));
+        assert!(!unknown_env("SAFEHAND_SMTP_URL"));
+        assert!(unknown_env("SAFEHAND_LISTN"));
+        assert!(!unknown_env("HOME"));
+    }
+
+    #[test]
+    fn smtp_settings_are_checked() {
+        let cli = Cli::parse_from(["safehand-server", "--smtp-url", "smtp://mail.example.org"]);
+        let e = cli.config.resolve().unwrap_err();
+        assert!(e.contains("--mail-from"), "{e}");
+        let cli = Cli::parse_from([
+            "safehand-server",
+            "--smtp-url",
+            "smtp://u:hunter2hunter2@mail.example.org",
+            "--mail-from",
+            "Safehand <safehand@example.org>",
+        ]);
+        assert!(!format!("{cli:?}").contains("hunter2"));
+        let r = cli.config.resolve().unwrap();
+        assert!(r.mail.sends());
+        assert!(!format!("{r:?}").contains("hunter2"));
+        let cli = Cli::parse_from(["safehand-server", "--smtp-password-file", "/nonexistent"]);
+        assert!(cli.config.resolve().unwrap_err().contains("--smtp-url"));
+    }
+
+    #[test]
+    fn s3_settings_are_checked() {
+        let cli = Cli::parse_from(["safehand-server", "--s3-endpoint", "https://s3.example"]);
+        assert!(cli.config.resolve().unwrap_err().contains("--s3-bucket"));
+        let cli = Cli::parse_from([
+            "safehand-server",
+            "--s3-endpoint",
+            "https://s3.example",
+            "--s3-bucket",
+            "b",
+        ]);
+        assert!(cli
+            .config
+            .resolve()
+            .unwrap_err()
+            .contains("--s3-access-key-id"));
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "hunter2hunter2\n").unwrap();
+        let cli = Cli::parse_from([
+            "safehand-server",
+            "--s3-endpoint",
+            "https://s3.example",
+            "--s3-bucket",
+            "b",
+            "--s3-access-key-id",
+            "AKID",
+            "--s3-secret-access-key-file",
+            secret.to_str().unwrap(),
+        ]);
+        let r = cli.config.resolve().unwrap();
+        match &r.blobs {
+            BlobStore::S3(s) => assert_eq!(s.secret_access_key.expose_secret(), "hunter2hunter2"),
+            BlobStore::Folder(_) => panic!("expected S3"),
+        }
+        assert!(!format!("{r:?}").contains("hunter2"));
     }
 
     #[test]

@@ -76,6 +76,16 @@ impl Db {
         }
     }
 
+    /// Begins a transaction that writes. On SQLite it takes the write lock at once
+    /// (`begin immediate`), so a transaction that reads before it writes cannot fail half-way
+    /// because another writer committed in between; PostgreSQL uses row locks as usual.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+        match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("begin immediate").await,
+            Dialect::Postgres => self.pool.begin().await,
+        }
+    }
+
     /// The connection pool, for the domain modules' queries.
     pub fn pool(&self) -> &AnyPool {
         &self.pool

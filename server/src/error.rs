@@ -26,6 +26,10 @@ pub enum Error {
     /// The link (setup, enrolment) is unknown, used or expired.
     #[error("This link is not valid: it may have been used already or have expired. Ask an administrator for a new one.")]
     LinkNotValid,
+    /// Blob storage failed (unreachable store, full disk, refused credentials). The message
+    /// names the store and the cause for the log; users see a "try again later" page.
+    #[error("blob storage: {0}")]
+    Storage(String),
     /// A database failure (logged, not shown).
     #[error("database error")]
     Database(#[from] sqlx::Error),

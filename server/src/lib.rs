@@ -5,19 +5,23 @@
 //! - `main.rs` reads configuration, sets up logging, opens and migrates the database, and
 //!   calls these two.
 //!
-//! Domain modules ([`accounts`], [`sessions`], [`tokens`], [`throttle`], [`audit`]) own the SQL;
-//! the [`http`] module owns requests, pages and cookies and never writes SQL.
+//! Domain modules ([`accounts`], [`sessions`], [`tokens`], [`throttle`], [`audit`], [`mail`])
+//! own the SQL; the [`http`] module owns requests, pages and cookies and never writes SQL.
+//! [`blobs`] owns the blob store (a local folder or S3).
 
 #![forbid(unsafe_code)]
 
 pub mod accounts;
 pub mod audit;
+pub mod blobs;
 pub mod clock;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
 pub mod keys;
+pub mod leases;
+pub mod mail;
 pub mod metrics;
 pub mod passwords;
 pub mod sessions;
@@ -43,6 +47,10 @@ pub struct Settings {
     pub throttle: throttle::Policy,
     /// Reverse proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<IpAddr>,
+    /// How mail leaves the server, in a sentence for the admin pages ([`mail::Delivery::describe`]).
+    pub mail_delivery: String,
+    /// Whether mail is really sent (false: written to the outbox folder).
+    pub mail_sends: bool,
 }
 
 impl Settings {
@@ -54,6 +62,8 @@ impl Settings {
             sessions: sessions::Lifetimes::default(),
             throttle: throttle::Policy::default(),
             trusted_proxies: Vec::new(),
+            mail_delivery: "No SMTP server is configured: mail is not sent but written as files to the outbox folder in the data folder. Set --smtp-url to send it.".into(),
+            mail_sends: false,
         }
     }
 }
@@ -71,6 +81,8 @@ pub struct AppState {
     pub clock: clock::Clock,
     /// Prometheus counters.
     pub metrics: Arc<metrics::Metrics>,
+    /// Blob storage (ciphertext only).
+    pub blobs: blobs::Blobs,
 }
 
 impl AppState {
@@ -80,6 +92,7 @@ impl AppState {
         keys: keys::ServerKeys,
         settings: Settings,
         clock: clock::Clock,
+        blobs: blobs::Blobs,
     ) -> Self {
         Self {
             db,
@@ -87,6 +100,7 @@ impl AppState {
             settings: Arc::new(settings),
             clock,
             metrics: Arc::default(),
+            blobs,
         }
     }
 }

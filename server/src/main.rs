@@ -5,10 +5,12 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use safehand_server::accounts;
 use safehand_server::audit::{self, Actor, Verification};
+use safehand_server::blobs::Blobs;
 use safehand_server::clock::Clock;
-use safehand_server::config::{AdminCommand, Cli, Command};
+use safehand_server::config::{AdminCommand, BlobStore, Cli, Command};
 use safehand_server::db::Db;
 use safehand_server::keys::ServerKeys;
+use safehand_server::mail;
 use safehand_server::{AppState, Settings};
 use secrecy::ExposeSecret;
 use std::process::ExitCode;
@@ -96,7 +98,33 @@ async fn run() -> anyhow::Result<ExitCode> {
     use std::io::Write;
     std::io::stdout().flush()?;
 
-    let state = AppState::new(db.clone(), keys, settings, clock.clone());
+    let blobs = match &config.blobs {
+        BlobStore::Folder(dir) => Blobs::local(dir).map_err(|e| anyhow::anyhow!("{e}"))?,
+        BlobStore::S3(s3) => Blobs::s3(s3).map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    blobs.check().await.map_err(|e| {
+        anyhow::anyhow!("{e}\n(check --s3-endpoint, --s3-bucket and the S3 credentials)")
+    })?;
+    tracing::info!(store = blobs.describe(), "blob storage ready");
+    let worker = mail::Worker::new(
+        db.clone(),
+        clock.clone(),
+        &config.mail,
+        &config.mail_from,
+        mail::RetryPolicy::default(),
+    )
+    .map_err(anyhow::Error::msg)?;
+    if let Err(e) = worker.check_connection().await {
+        // Not fatal: mail waits in the outbox and is retried; the admin page shows the state.
+        tracing::warn!(error = %e, "the SMTP server cannot be reached now; mail will be retried");
+        eprintln!("safehand-server: warning: the SMTP server cannot be reached now ({e}); mail waits in the outbox and is retried");
+    }
+    settings.mail_delivery = config.mail.describe();
+    settings.mail_sends = config.mail.sends();
+    tracing::info!("{}", config.mail.describe());
+    let worker = worker.spawn();
+
+    let state = AppState::new(db.clone(), keys, settings, clock.clone(), blobs);
     // Housekeeping: remove dead sessions now and then.
     let sweeper_db = db.clone();
     let sweeper_clock = clock.clone();
@@ -120,6 +148,8 @@ async fn run() -> anyhow::Result<ExitCode> {
         Some(tls) => safehand_server::serve_tls(listener, tls, state, shutdown_signal()).await?,
         None => safehand_server::serve(listener, state, shutdown_signal()).await?,
     }
+    // Finish the mail in hand, then stop.
+    worker.stop().await;
     db.close().await;
     Ok(ExitCode::SUCCESS)
 }

@@ -142,12 +142,87 @@ impl Page {
     }
 }
 
+/// Whether a test needing an external service or tool must fail rather than skip.
+pub fn ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// Which blob store a test runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlobKind {
+    /// A folder (a fresh temporary one).
+    Local,
+    /// The SeaweedFS S3 gateway tests/run starts (a fresh prefix in its bucket).
+    S3,
+}
+
+/// The S3 store tests/run started: endpoint, bucket and keys from `SAFEHAND_TEST_S3_*`.
+/// `None` (test skipped) when absent, except under CI=true, where it fails.
+pub fn s3_settings() -> Option<safehand_server::blobs::S3Settings> {
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    match (
+        var("SAFEHAND_TEST_S3_ENDPOINT"),
+        var("SAFEHAND_TEST_S3_BUCKET"),
+        var("SAFEHAND_TEST_S3_ACCESS_KEY_ID"),
+        var("SAFEHAND_TEST_S3_SECRET_ACCESS_KEY"),
+    ) {
+        (Some(endpoint), Some(bucket), Some(id), Some(secret)) => {
+            Some(safehand_server::blobs::S3Settings {
+                endpoint,
+                bucket,
+                region: "us-east-1".into(),
+                access_key_id: id,
+                secret_access_key: secret.into(),
+                allow_http: true,
+            })
+        }
+        _ => {
+            assert!(
+                !ci(),
+                "SAFEHAND_TEST_S3_* are not set: tests/run starts SeaweedFS (CI=true forbids skipping)"
+            );
+            eprintln!("SKIPPED: no S3 store (run the tests through tests/run)");
+            None
+        }
+    }
+}
+
+/// A fresh blob store for one test: a temporary folder, or a fresh prefix in the S3 bucket.
+pub struct TestBlobs {
+    pub blobs: safehand_server::blobs::Blobs,
+    pub dir: Option<tempfile::TempDir>,
+}
+
+impl TestBlobs {
+    /// `None` when the S3 store is not available (and CI is not set).
+    pub fn new(kind: BlobKind) -> Option<Self> {
+        use safehand_server::blobs::Blobs;
+        match kind {
+            BlobKind::Local => {
+                let dir = tempfile::tempdir().unwrap();
+                let blobs = Blobs::local(&dir.path().join("blobs")).unwrap();
+                Some(Self {
+                    blobs,
+                    dir: Some(dir),
+                })
+            }
+            BlobKind::S3 => {
+                let settings = s3_settings()?;
+                let prefix = format!("test-{}", hex::encode(rand::random::<[u8; 8]>()));
+                let blobs = Blobs::s3(&settings).unwrap().within(&prefix).unwrap();
+                Some(Self { blobs, dir: None })
+            }
+        }
+    }
+}
+
 /// The app on a fresh database, with a manual clock and a browser-like cookie jar.
 pub struct TestApp {
     pub state: AppState,
     pub clock: Clock,
     pub jar: BTreeMap<String, String>,
     pub tdb: TestDb,
+    pub test_blobs: TestBlobs,
 }
 
 pub const START: i64 = 1_800_000_000;
@@ -158,18 +233,40 @@ impl TestApp {
     }
 
     pub async fn with_settings(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let blobs = TestBlobs::new(BlobKind::Local).unwrap();
+        Self::with_blobs_and_settings(backend, blobs, tweak).await
+    }
+
+    /// The app on `kind` blob storage; `None` (skip) when that store is not available.
+    pub async fn with_blobs(backend: Backend, kind: BlobKind) -> Option<Self> {
+        let blobs = TestBlobs::new(kind)?;
+        Some(Self::with_blobs_and_settings(backend, blobs, |_| {}).await)
+    }
+
+    pub async fn with_blobs_and_settings(
+        backend: Backend,
+        test_blobs: TestBlobs,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Self {
         let tdb = TestDb::new(backend).await;
         let clock = Clock::manual(START);
         let mut settings = Settings::new("http://safehand.test");
         settings.throttle.delay_unit = std::time::Duration::ZERO;
         tweak(&mut settings);
         let keys = ServerKeys::from_master(&rand::random::<[u8; 32]>());
-        let state = AppState::new(tdb.db.clone(), keys, settings, clock.clone());
+        let state = AppState::new(
+            tdb.db.clone(),
+            keys,
+            settings,
+            clock.clone(),
+            test_blobs.blobs.clone(),
+        );
         Self {
             state,
             clock,
             jar: BTreeMap::new(),
             tdb,
+            test_blobs,
         }
     }
 
@@ -444,4 +541,243 @@ macro_rules! both_databases {
             $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::common::Backend::Postgres).await } )*
         }
     };
+}
+
+/// Runs an async test body on both databases and both blob stores.
+#[macro_export]
+macro_rules! both_databases_and_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_local {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::common::Backend::Sqlite, $crate::common::BlobKind::Local).await } )*
+        }
+        mod postgres_local {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::common::Backend::Postgres, $crate::common::BlobKind::Local).await } )*
+        }
+        mod sqlite_s3 {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::common::Backend::Sqlite, $crate::common::BlobKind::S3).await } )*
+        }
+        mod postgres_s3 {
+            $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name($crate::common::Backend::Postgres, $crate::common::BlobKind::S3).await } )*
+        }
+    };
+}
+
+// ---- Mail: the real SMTP server tests/run starts (aiosmtpd writing a maildir) ----
+
+/// The test SMTP server's address (`SAFEHAND_TEST_SMTP_ADDR`). `None` (skip) when absent,
+/// except under CI=true, where it fails.
+pub fn smtp_addr() -> Option<std::net::SocketAddr> {
+    match std::env::var("SAFEHAND_TEST_SMTP_ADDR") {
+        Ok(a) => Some(a.parse().expect("SAFEHAND_TEST_SMTP_ADDR is HOST:PORT")),
+        Err(_) => {
+            assert!(
+                !ci(),
+                "SAFEHAND_TEST_SMTP_ADDR is not set: tests/run starts aiosmtpd (CI=true forbids skipping)"
+            );
+            eprintln!("SKIPPED: no test SMTP server (run the tests through tests/run)");
+            None
+        }
+    }
+}
+
+/// The maildir the test SMTP server writes to (`SAFEHAND_TEST_SMTP_MAILDIR`).
+pub fn smtp_maildir() -> std::path::PathBuf {
+    std::env::var_os("SAFEHAND_TEST_SMTP_MAILDIR")
+        .map(Into::into)
+        .expect("SAFEHAND_TEST_SMTP_MAILDIR is set with SAFEHAND_TEST_SMTP_ADDR")
+}
+
+/// Mail settings for the test SMTP server (plain SMTP on loopback).
+pub fn test_smtp_delivery(addr: std::net::SocketAddr) -> safehand_server::mail::Delivery {
+    safehand_server::mail::Delivery::Smtp(
+        safehand_server::mail::SmtpSettings::parse(&format!("smtp://{addr}?tls=none"), None)
+            .unwrap(),
+    )
+}
+
+/// A unique recipient address, so tests sharing one SMTP server never see each other's mail.
+pub fn unique_address(name: &str) -> String {
+    format!(
+        "{name}.{}@example.org",
+        hex::encode(rand::random::<[u8; 6]>())
+    )
+}
+
+/// One message as the SMTP server received it.
+#[derive(Clone, Debug)]
+pub struct ReceivedMail {
+    /// The envelope recipients (`X-RcptTo`), lower-cased.
+    pub rcpt_to: Vec<String>,
+    /// The envelope sender (`X-MailFrom`).
+    pub mail_from: String,
+    /// Headers, names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    /// The decoded text body.
+    pub body: String,
+    /// The raw message.
+    pub raw: String,
+}
+
+impl ReceivedMail {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let name = name.to_ascii_lowercase();
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn subject(&self) -> &str {
+        self.header("subject").unwrap_or("")
+    }
+    /// The first `http(s)://...` link in the body.
+    pub fn first_link(&self) -> Option<String> {
+        let start = self.body.find("http")?;
+        let rest = &self.body[start..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '>' || c == '"')
+            .unwrap_or(rest.len());
+        Some(rest[..end].to_string())
+    }
+}
+
+/// Parses one stored message (single-part text; 7bit, quoted-printable or base64 body).
+pub fn parse_mail(raw: &str) -> ReceivedMail {
+    let raw = raw.replace("\r\n", "\n");
+    let (head, body) = raw.split_once("\n\n").unwrap_or((raw.as_str(), ""));
+    let mut headers: Vec<(String, String)> = Vec::new();
+    for line in head.lines() {
+        if line.starts_with([' ', '\t']) {
+            if let Some(last) = headers.last_mut() {
+                last.1.push(' ');
+                last.1.push_str(line.trim());
+            }
+        } else if let Some((k, v)) = line.split_once(':') {
+            headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+    }
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == n)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let encoding = get("content-transfer-encoding").to_ascii_lowercase();
+    let body = match encoding.as_str() {
+        "quoted-printable" => decode_quoted_printable(body),
+        "base64" => {
+            use base64::Engine;
+            let compact: String = body.split_whitespace().collect();
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(compact)
+                    .unwrap(),
+            )
+            .unwrap()
+        }
+        _ => body.to_string(),
+    };
+    ReceivedMail {
+        rcpt_to: get("x-rcptto")
+            .split(',')
+            .map(|a| a.trim().to_ascii_lowercase())
+            .filter(|a| !a.is_empty())
+            .collect(),
+        mail_from: get("x-mailfrom"),
+        headers,
+        body,
+        raw: raw.clone(),
+    }
+}
+
+fn decode_quoted_printable(s: &str) -> String {
+    let mut out = Vec::new();
+    for line in s.split('\n') {
+        let (line, soft) = match line.strip_suffix('=') {
+            Some(l) => (l, true),
+            None => (line, false),
+        };
+        let bytes = line.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] == b'=' && i + 3 <= bytes.len() {
+                if let Ok(b) = u8::from_str_radix(&line[i + 1..i + 3], 16) {
+                    out.push(b);
+                    i += 3;
+                    continue;
+                }
+            }
+            out.push(bytes[i]);
+            i += 1;
+        }
+        if !soft {
+            out.push(b'\n');
+        }
+    }
+    String::from_utf8_lossy(&out)
+        .trim_end_matches('\n')
+        .to_string()
+        + "\n"
+}
+
+/// Every message in a maildir (new/ and cur/) addressed to `address` (envelope recipient).
+pub fn messages_in(maildir: &std::path::Path, address: &str) -> Vec<ReceivedMail> {
+    let address = address.to_ascii_lowercase();
+    let mut out = Vec::new();
+    for sub in ["new", "cur"] {
+        let Ok(entries) = std::fs::read_dir(maildir.join(sub)) else {
+            continue;
+        };
+        let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        paths.sort();
+        for path in paths {
+            let Ok(raw) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let mail = parse_mail(&raw);
+            if mail.rcpt_to.contains(&address) {
+                out.push(mail);
+            }
+        }
+    }
+    out
+}
+
+/// Messages the test SMTP server received for `address`.
+pub fn messages_for(address: &str) -> Vec<ReceivedMail> {
+    messages_in(&smtp_maildir(), address)
+}
+
+/// Waits (up to `timeout`) until `maildir` holds at least `count` messages for `address`.
+pub async fn wait_for_mail_in(
+    maildir: &std::path::Path,
+    address: &str,
+    count: usize,
+    timeout: std::time::Duration,
+) -> Vec<ReceivedMail> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let found = messages_in(maildir, address);
+        if found.len() >= count {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no mail for {address} within {timeout:?} (found {})",
+            found.len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits (up to 10 s) for a message for `address` at the test SMTP server and returns it.
+pub async fn wait_for_mail(address: &str) -> ReceivedMail {
+    wait_for_mail_in(
+        &smtp_maildir(),
+        address,
+        1,
+        std::time::Duration::from_secs(10),
+    )
+    .await
+    .remove(0)
 }

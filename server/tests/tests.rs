@@ -8,6 +8,8 @@
 mod common;
 
 mod admin_cli;
+mod blobs;
 mod browser;
+mod mail;
 mod router;
 mod tls;

@@ -5,8 +5,8 @@ use super::account::failures_for;
 use super::extract::Admin;
 use super::form::{CsrfToken, Form};
 use super::templates::{
-    render, when, AdminAuditPage, AdminUserPage, AdminUsersPage, AuditRow, FormErrors, Layout,
-    UserRow,
+    render, when, AdminAuditPage, AdminMailPage, AdminUserPage, AdminUsersPage, AuditRow,
+    FormErrors, Layout, MailRow, UserRow,
 };
 use crate::accounts::{self, format_roles, Role, User};
 use crate::audit::{self, Filter};
@@ -37,6 +37,7 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route("/admin/users/{id}/unlock", post(user_unlock_post))
         .route("/admin/audit", get(audit_get))
+        .route("/admin/mail", get(mail_get))
         .route("/admin/audit.csv", get(audit_csv_get))
         .route("/admin/audit.json", get(audit_json_get))
 }
@@ -93,6 +94,41 @@ async fn users_get(
         name: String::new(),
         checked: vec!["staff"],
         role_options: ROLE_OPTIONS.to_vec(),
+        mail_notice: mail_notice(&state),
+    }))
+}
+
+fn mail_notice(state: &AppState) -> Option<String> {
+    (!state.settings.mail_sends).then(|| state.settings.mail_delivery.clone())
+}
+
+async fn mail_get(
+    State(state): State<AppState>,
+    Admin(auth): Admin,
+    csrf: CsrfToken,
+) -> Result<Response> {
+    let rows = crate::mail::recent(&state.db, 100)
+        .await?
+        .into_iter()
+        .map(|m| MailRow {
+            queued: when(m.created_at),
+            to: m.recipient,
+            subject: m.subject,
+            state: match (m.state.as_str(), m.sent_at) {
+                ("sent", Some(t)) => format!("sent {}", when(t)),
+                ("failed", _) => "given up".into(),
+                _ => "waiting".into(),
+            },
+            attempts: m.attempts,
+            error: m.last_error.unwrap_or_default(),
+        })
+        .collect();
+    Ok(render(&AdminMailPage {
+        layout: Layout::signed_in(&auth, &csrf.0),
+        delivery: state.settings.mail_delivery.clone(),
+        sends: state.settings.mail_sends,
+        counts: crate::mail::counts(&state.db).await?,
+        rows,
     }))
 }
 
@@ -148,6 +184,7 @@ async fn users_post(
             name: name.to_string(),
             checked,
             role_options: ROLE_OPTIONS.to_vec(),
+            mail_notice: mail_notice(&state),
         };
         return Ok((StatusCode::BAD_REQUEST, render(&page)).into_response());
     }

@@ -36,13 +36,17 @@ impl Error {
             Error::Database(_) | Error::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
+            Error::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
         };
-        let internal = status == StatusCode::INTERNAL_SERVER_ERROR;
+        let internal = status == StatusCode::INTERNAL_SERVER_ERROR
+            || status == StatusCode::SERVICE_UNAVAILABLE;
         let id = internal.then(|| {
             use rand::Rng;
             format!("{:08x}", rand::rngs::OsRng.gen::<u32>())
         });
-        let message = if internal {
+        let message = if matches!(self, Error::Storage(_)) {
+            "The file store cannot be reached right now, so nothing was saved. Try again in a few minutes; if it keeps happening, tell your administrator the error reference below.".to_string()
+        } else if internal {
             "Sorry, something went wrong on our side. Try again; if it keeps happening, tell your administrator the error reference below.".to_string()
         } else {
             self.to_string()

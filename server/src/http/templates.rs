@@ -233,6 +233,28 @@ pub(super) struct AdminUsersPage {
     pub name: String,
     pub checked: Vec<&'static str>,
     pub role_options: Vec<&'static str>,
+    /// Shown when mail is written to files instead of sent.
+    pub mail_notice: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin_mail.html")]
+pub(super) struct AdminMailPage {
+    pub layout: Layout,
+    pub delivery: String,
+    pub sends: bool,
+    pub counts: crate::mail::OutboxCounts,
+    pub rows: Vec<MailRow>,
+}
+
+/// One outbox entry on the mail page.
+pub(super) struct MailRow {
+    pub queued: String,
+    pub to: String,
+    pub subject: String,
+    pub state: String,
+    pub attempts: i64,
+    pub error: String,
 }
 
 #[derive(Template)]

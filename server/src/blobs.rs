@@ -1,0 +1,426 @@
+//! Blob storage for ciphertext: a local folder (`DATA_DIR/blobs`) by default, or any
+//! S3-compatible store (AWS, MinIO, SeaweedFS, ...) by configuration, both through
+//! `object_store`.
+//!
+//! Writes stream as multipart uploads through a [`BlobWriter`] whose memory is bounded: one
+//! part being filled plus at most [`Blobs::parts_in_flight`] parts on their way, whatever the
+//! blob's size. An aborted (or dropped) writer leaves no object behind: a local upload writes
+//! to a staging file that is removed; an S3 upload is a multipart upload that is aborted.
+
+use crate::error::Error;
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt, TryStreamExt};
+use object_store::path::Path as StorePath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where blobs live. Cheap to clone.
+#[derive(Clone)]
+pub struct Blobs {
+    store: Arc<dyn ObjectStore>,
+    /// Bytes per uploaded part.
+    part_size: usize,
+    /// Parts uploading at once per writer.
+    parts_in_flight: usize,
+    /// For errors and the admin page (never a secret).
+    describe: Arc<str>,
+}
+
+impl std::fmt::Debug for Blobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blobs")
+            .field("store", &self.describe)
+            .field("part_size", &self.part_size)
+            .finish()
+    }
+}
+
+/// Settings for an S3-compatible store. `Debug` never shows the secret key.
+#[derive(Clone)]
+pub struct S3Settings {
+    /// Endpoint URL, e.g. `https://s3.eu-west-2.amazonaws.com` or `http://127.0.0.1:8333`.
+    pub endpoint: String,
+    /// Bucket name (must exist).
+    pub bucket: String,
+    /// Region (any value for most non-AWS stores).
+    pub region: String,
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: SecretString,
+    /// Allow a plain `http://` endpoint (a store on this machine or a private network).
+    pub allow_http: bool,
+}
+
+impl std::fmt::Debug for S3Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Settings")
+            .field("endpoint", &self.endpoint)
+            .field("bucket", &self.bucket)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"[redacted]")
+            .field("allow_http", &self.allow_http)
+            .finish()
+    }
+}
+
+/// S3's smallest allowed part (except the last): 5 MiB.
+pub const S3_PART_SIZE: usize = 5 * 1024 * 1024;
+/// Part size for the local folder: small, since nothing forces more.
+pub const LOCAL_PART_SIZE: usize = 1024 * 1024;
+
+impl Blobs {
+    /// Blobs as files under `dir` (created, mode 0700, when absent).
+    pub fn local(dir: &std::path::Path) -> Result<Self, Error> {
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            builder.mode(0o700);
+        }
+        builder.create(dir).map_err(|e| {
+            Error::Storage(format!(
+                "cannot create the blob folder {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| {
+                Error::Storage(format!("cannot use the blob folder {}: {e}", dir.display()))
+            })?
+            .with_automatic_cleanup(true);
+        Ok(Self {
+            store: Arc::new(store),
+            part_size: LOCAL_PART_SIZE,
+            parts_in_flight: 1,
+            describe: format!("the blob folder {}", dir.display()).into(),
+        })
+    }
+
+    /// Blobs in an S3-compatible bucket. Nothing is contacted yet; [`Blobs::check`] does.
+    pub fn s3(settings: &S3Settings) -> Result<Self, Error> {
+        let endpoint = settings.endpoint.trim_end_matches('/');
+        if !(endpoint.starts_with("https://")
+            || (settings.allow_http && endpoint.starts_with("http://")))
+        {
+            return Err(Error::Storage(format!(
+                "--s3-endpoint must start with https:// (got `{endpoint}`); for a store on a trusted local network add --s3-allow-http"
+            )));
+        }
+        let retry = object_store::RetryConfig {
+            backoff: object_store::BackoffConfig::default(),
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(30),
+        };
+        let client = object_store::ClientOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(120))
+            .with_allow_http(settings.allow_http);
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(endpoint)
+            .with_bucket_name(&settings.bucket)
+            .with_region(&settings.region)
+            .with_access_key_id(&settings.access_key_id)
+            .with_secret_access_key(settings.secret_access_key.expose_secret())
+            .with_allow_http(settings.allow_http)
+            .with_virtual_hosted_style_request(false)
+            .with_retry(retry)
+            .with_client_options(client)
+            .build()
+            .map_err(|e| Error::Storage(format!("the S3 settings are not usable: {e}")))?;
+        Ok(Self {
+            store: Arc::new(store),
+            part_size: S3_PART_SIZE,
+            parts_in_flight: 1,
+            describe: format!("the S3 bucket {} at {endpoint}", settings.bucket).into(),
+        })
+    }
+
+    /// The same store seen under `prefix/` (tests give each run its own prefix in one bucket).
+    pub fn within(mut self, prefix: &str) -> Result<Self, Error> {
+        let path = parse_key(prefix)?;
+        self.describe = format!("{} (under {prefix}/)", self.describe).into();
+        self.store = Arc::new(object_store::prefix::PrefixStore::new(self.store, path));
+        Ok(self)
+    }
+
+    /// Uses smaller or larger parts (tests; S3 refuses parts under 5 MiB except the last).
+    pub fn with_part_size(mut self, part_size: usize) -> Self {
+        self.part_size = part_size.max(1);
+        self
+    }
+
+    /// Bytes per part.
+    pub fn part_size(&self) -> usize {
+        self.part_size
+    }
+
+    /// Parts uploading at once per writer; memory per writer is about
+    /// `part_size * (parts_in_flight + 1)`.
+    pub fn parts_in_flight(&self) -> usize {
+        self.parts_in_flight
+    }
+
+    /// Where the blobs are, for the admin page and errors.
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Writes, reads back and deletes a small probe object: the start-up check that the store
+    /// is reachable and the credentials and bucket are right.
+    pub async fn check(&self) -> Result<(), Error> {
+        let key = format!("safehand-probe/{}", crate::keys::new_token());
+        let mut w = self.writer(&key).await?;
+        w.write(b"probe").await?;
+        w.finish().await?;
+        let found = self.exists(&key).await?;
+        self.delete(&key).await?;
+        if found {
+            Ok(())
+        } else {
+            Err(Error::Storage(format!(
+                "{} accepted a write but the object is not there",
+                self.describe
+            )))
+        }
+    }
+
+    /// Starts a streaming upload to `key`. Nothing is visible under `key` until
+    /// [`BlobWriter::finish`].
+    pub async fn writer(&self, key: &str) -> Result<BlobWriter, Error> {
+        let path = parse_key(key)?;
+        let upload = self
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| self.error("start an upload to", key, &e))?;
+        Ok(BlobWriter {
+            inner: Some(WriteMultipart::new_with_chunk_size(upload, self.part_size)),
+            blobs: self.clone(),
+            key: key.to_string(),
+            written: 0,
+        })
+    }
+
+    /// Streams the blob `key`; [`Error::NotFound`] when there is none.
+    pub async fn get(
+        &self,
+        key: &str,
+    ) -> Result<impl Stream<Item = Result<Bytes, Error>> + Send + 'static, Error> {
+        let path = parse_key(key)?;
+        let result = self.store.get(&path).await.map_err(|e| match e {
+            object_store::Error::NotFound { .. } => Error::NotFound,
+            e => self.error("read", key, &e),
+        })?;
+        let blobs = self.clone();
+        let key = key.to_string();
+        Ok(result
+            .into_stream()
+            .map_err(move |e| blobs.error("read", &key, &e)))
+    }
+
+    /// Deletes the blob `key`; deleting a blob that is not there is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), Error> {
+        let path = parse_key(key)?;
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error("delete", key, &e)),
+        }
+    }
+
+    /// Whether the blob `key` exists.
+    pub async fn exists(&self, key: &str) -> Result<bool, Error> {
+        let path = parse_key(key)?;
+        match self.store.head(&path).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.error("check", key, &e)),
+        }
+    }
+
+    /// Keys under `prefix` (for tests and housekeeping).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, Error> {
+        let prefix = if prefix.is_empty() {
+            None
+        } else {
+            Some(parse_key(prefix)?)
+        };
+        self.store
+            .list(prefix.as_ref())
+            .map_ok(|meta| meta.location.to_string())
+            .try_collect()
+            .await
+            .map_err(|e| self.error("list", "", &e))
+    }
+
+    fn error(&self, doing: &str, key: &str, e: &object_store::Error) -> Error {
+        Error::Storage(format!(
+            "cannot {doing} blob `{key}` in {}: {e}",
+            self.describe
+        ))
+    }
+}
+
+/// Keys are relative paths of letters, digits, `-`, `_`, `.` and `/` (no empty or dot
+/// segments), so they mean the same in a folder and in a bucket.
+fn parse_key(key: &str) -> Result<StorePath, Error> {
+    let ok = !key.is_empty()
+        && key.len() <= 512
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+        && key
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != ".." && !seg.starts_with('.'));
+    if !ok {
+        return Err(Error::Internal(format!("not a valid blob key: {key:?}")));
+    }
+    StorePath::parse(key).map_err(|e| Error::Internal(format!("not a valid blob key: {e}")))
+}
+
+/// A streaming upload in progress. Call [`BlobWriter::finish`] to publish the blob or
+/// [`BlobWriter::abort`] to discard it; dropping it unfinished aborts it in the background.
+pub struct BlobWriter {
+    inner: Option<WriteMultipart>,
+    blobs: Blobs,
+    key: String,
+    written: u64,
+}
+
+impl std::fmt::Debug for BlobWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobWriter")
+            .field("key", &self.key)
+            .field("written", &self.written)
+            .finish()
+    }
+}
+
+impl BlobWriter {
+    /// Appends `bytes`. Waits while a part is uploading, so memory stays bounded however fast
+    /// the caller writes.
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        let part_size = self.blobs.part_size;
+        let in_flight = self.blobs.parts_in_flight;
+        let Some(inner) = self.inner.as_mut() else {
+            return Err(Error::Internal("write after the upload ended".into()));
+        };
+        for piece in bytes.chunks(part_size) {
+            if let Err(e) = inner.wait_for_capacity(in_flight).await {
+                return Err(self.blobs.error("upload", &self.key, &e));
+            }
+            inner.write(piece);
+        }
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Bytes written so far.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Uploads what is left and publishes the blob. Returns its size. On failure nothing is
+    /// left under the key.
+    pub async fn finish(mut self) -> Result<u64, Error> {
+        let Some(inner) = self.inner.take() else {
+            return Err(Error::Internal("finish after the upload ended".into()));
+        };
+        match inner.finish().await {
+            Ok(_) => Ok(self.written),
+            Err(e) => Err(self.blobs.error("finish the upload of", &self.key, &e)),
+        }
+    }
+
+    /// Discards the upload: nothing is left under the key.
+    pub async fn abort(mut self) -> Result<(), Error> {
+        match self.inner.take() {
+            Some(inner) => inner
+                .abort()
+                .await
+                .map_err(|e| self.blobs.error("abort the upload of", &self.key, &e)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if let Some(inner) = self.inner.take() {
+            // Best effort: an upload cut off (client gone, error in the caller) is discarded.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let key = std::mem::take(&mut self.key);
+                runtime.spawn(async move {
+                    if let Err(e) = inner.abort().await {
+                        tracing::warn!(key, error = %e, "could not abort an abandoned upload");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Reads a whole blob into memory (tests and small objects only).
+pub async fn read_all(blobs: &Blobs, key: &str) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    let mut stream = Box::pin(blobs.get(key).await?);
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk?);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_plain_relative_paths() {
+        assert!(parse_key("transfers/42/payload").is_ok());
+        for bad in [
+            "",
+            "/abs",
+            "a//b",
+            "../x",
+            "a/../b",
+            "a/.hidden",
+            "sp ace",
+            "é",
+        ] {
+            assert!(parse_key(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn s3_secret_never_in_debug() {
+        let s = S3Settings {
+            endpoint: "https://s3.example".into(),
+            bucket: "b".into(),
+            region: "r".into(),
+            access_key_id: "id".into(),
+            secret_access_key: SecretString::from("hunter2hunter2".to_string()),
+            allow_http: false,
+        };
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let blobs = Blobs::s3(&s).unwrap();
+        assert!(!format!("{blobs:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn plain_http_needs_allow_http() {
+        let s = S3Settings {
+            endpoint: "http://127.0.0.1:9".into(),
+            bucket: "b".into(),
+            region: "r".into(),
+            access_key_id: "id".into(),
+            secret_access_key: SecretString::from("k".to_string()),
+            allow_http: false,
+        };
+        let e = Blobs::s3(&s).unwrap_err().to_string();
+        assert!(e.contains("--s3-allow-http"), "{e}");
+    }
+}
