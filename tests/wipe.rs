@@ -476,6 +476,148 @@ fn write_errors_give_failed_with_the_byte_range_and_the_wipe_continues() {
     );
 }
 
+/// A file served by `tests/wipe/faulty_fs.py`, a FUSE file system whose reads and writes fail
+/// in given byte ranges: real I/O errors from the kernel without device-mapper.
+struct FaultyFile {
+    mountpoint: PathBuf,
+    child: std::process::Child,
+}
+
+impl FaultyFile {
+    fn new(dir: &Path, size: u64, faults: &[&str]) -> Option<Self> {
+        let python = external_tool("python3")?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wipe/faulty_fs.py");
+        let ok = Command::new(&python)
+            .args(["-c", "import fuse"])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("the Python module fusepy is missing (pip install fusepy; Debian libfuse2)");
+            }
+            eprintln!("skipping: the Python module fusepy is missing");
+            return None;
+        }
+        let backing = dir.join("backing.img");
+        fs::File::create(&backing).unwrap().set_len(size).unwrap();
+        let mountpoint = dir.join("faulty");
+        fs::create_dir(&mountpoint).unwrap();
+        let child = Command::new(python)
+            .arg(script)
+            .arg(&mountpoint)
+            .arg(&backing)
+            .args(faults)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let f = FaultyFile { mountpoint, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !f.path().exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the FUSE file system did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(f)
+    }
+
+    fn path(&self) -> PathBuf {
+        self.mountpoint.join("disk.img")
+    }
+}
+
+impl Drop for FaultyFile {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mountpoint).status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn read_errors_short_reads_and_short_writes_give_failed_with_their_byte_ranges() {
+    let Some(_guard) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    const MIB: u64 = 1 << 20;
+    let Some(file) = FaultyFile::new(
+        dir.path(),
+        16 * MIB,
+        &[
+            "--read-error",
+            &format!("{}:{}", 4 * MIB, 4 * MIB + 4096),
+            "--short-write",
+            &format!("{}:{}", 8 * MIB, 8 * MIB + 4096),
+            "--short-read",
+            &format!("{}:{}", 12 * MIB, 12 * MIB + 4096),
+        ],
+    ) else {
+        return;
+    };
+    let target = file.path();
+    let target = target.to_str().unwrap();
+    let sh = Safehand::new();
+    let cert = dir.path().join("c.json");
+    let out = sh.wipe(target, "custom:55,aa", &cert, &["--verify", "all"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "FAILED exits 3: {}",
+        stderr(&out)
+    );
+    assert!(stdout(&out).starts_with("FAILED"), "{}", stdout(&out));
+    let c = certificate(&cert);
+    assert_eq!(c["result"], "FAILED");
+    assert_eq!(c["nist"]["category"], "none");
+    let within = |range: &serde_json::Value, at: u64| {
+        range["start"].as_u64().unwrap() <= at && at < range["end"].as_u64().unwrap()
+    };
+    for pass in c["passes"].as_array().unwrap() {
+        // Each pass ran to the end: only the piece holding the refused write is missing.
+        assert_eq!(pass["status"], "done", "{pass}");
+        let written = pass["bytes_written"].as_u64().unwrap();
+        assert!(
+            written >= 16 * MIB - (64 << 10) && written < 16 * MIB,
+            "{pass}"
+        );
+        let writes = pass["write_errors"].as_array().unwrap();
+        assert_eq!(writes.len(), 1, "{pass}");
+        assert!(within(&writes[0], 8 * MIB), "{pass}");
+        assert!(
+            writes[0]["error"].as_str().unwrap().contains("short write"),
+            "{pass}"
+        );
+        let v = &pass["verification"];
+        assert_eq!(v["result"], "failed", "{pass}");
+        let reads = v["read_errors"].as_array().unwrap();
+        assert_eq!(reads.len(), 2, "{pass}");
+        assert!(within(&reads[0], 4 * MIB), "{pass}");
+        assert!(
+            reads[0]["error"]
+                .as_str()
+                .unwrap()
+                .contains("Input/output error"),
+            "{pass}"
+        );
+        assert!(within(&reads[1], 12 * MIB), "{pass}");
+        assert!(
+            reads[1]["error"].as_str().unwrap().contains("short read"),
+            "{pass}"
+        );
+    }
+    // The wipe went on past every error: the medium's last MiB holds the last pass (0xaa).
+    let data = fs::read(dir.path().join("backing.img")).unwrap();
+    assert!(data[(15 * MIB) as usize..].iter().all(|&b| b == 0xaa));
+    assert!(data[..(4 * MIB) as usize].iter().all(|&b| b == 0xaa));
+    let shown = run_ok(sh.cmd().args(["cert", "show"]).arg(&cert));
+    assert!(shown.contains("short write"), "{shown}");
+    assert!(shown.contains("Input/output error"), "{shown}");
+    assert!(shown.contains("short read"), "{shown}");
+    // The certificate still verifies: FAILED is an honest, signed result.
+    run_ok(sh.cmd().args(["cert", "verify"]).arg(&cert));
+}
+
 #[test]
 fn interrupt_gives_incomplete_certificate_and_nonzero_exit() {
     let Some(_guard) = setup() else { return };
