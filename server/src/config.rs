@@ -208,6 +208,10 @@ pub enum AdminCommand {
     AuditVerify,
     /// Apply database migrations and exit.
     Migrate,
+    /// Replace the server key: seal every secret at rest again under a new key, keep the old
+    /// key file beside it as server.key.retired-DATE-KEYID. Stop the service first. Safe to run
+    /// again after an interruption: it resumes.
+    RotateKey,
 }
 
 fn secret(s: &str) -> Result<SecretString, String> {

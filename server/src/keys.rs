@@ -2,6 +2,12 @@
 //! created with mode 0600 when absent, or given by configuration). Secrets at rest (TOTP seeds)
 //! are sealed under a key derived from it with AES-256-GCM; CSRF tokens and recovery-code hashes
 //! are HMAC-SHA-256 under other derived keys, so one purpose's key never serves another.
+//!
+//! Every sealed value names the key it was sealed under (an 8-byte key id derived from the
+//! server key), so a rotation (`safehand-server admin rotate-key`, see [`crate::key_rotation`])
+//! can tell done rows from rows still to do, and a value sealed under another key fails with an
+//! error that says so. The keyed hashes hang off an "HMAC root" that is the first server key
+//! and survives rotations (sealed in the database), so recovery codes stay valid.
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -14,8 +20,14 @@ use zeroize::Zeroizing;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// Version byte in front of every sealed value, so the key can be rotated later.
+/// Version byte of values sealed before key ids existed: `[1][nonce][ciphertext]`, read as
+/// sealed under the current key.
 const SEALED_V1: u8 = 1;
+/// Version byte of values that name their key: `[2][key id (8)][nonce (12)][ciphertext]`.
+const SEALED_V2: u8 = 2;
+
+/// Identifies a server key without revealing it (the first 8 bytes of an HMAC of the key).
+pub type KeyId = [u8; 8];
 
 /// Problems with the server key.
 #[derive(Debug, thiserror::Error)]
@@ -35,13 +47,29 @@ pub enum KeyError {
     /// A sealed value did not authenticate under this key.
     #[error("a stored secret could not be decrypted with the server key")]
     Unseal,
+    /// A sealed value names another server key (a rotation is half done, or the wrong key file).
+    #[error("a stored secret is sealed under server key {found}, but the server key in use is {current}; finish the key rotation (safehand-server admin rotate-key) or use the right key file")]
+    OtherKey {
+        /// The sealed value's key id (hex).
+        found: String,
+        /// The key id in use (hex).
+        current: String,
+    },
 }
 
 /// The keys derived from the server key. Debug never shows them.
 pub struct ServerKeys {
+    id: KeyId,
     seal: Zeroizing<[u8; 32]>,
+    hmac_root: Zeroizing<[u8; 32]>,
     csrf: Zeroizing<[u8; 32]>,
     codes: Zeroizing<[u8; 32]>,
+}
+
+fn derive(master: &[u8; 32], label: &[u8]) -> Zeroizing<[u8; 32]> {
+    let mut out = Zeroizing::new([0u8; 32]);
+    out.copy_from_slice(&hmac(master, label));
+    out
 }
 
 impl std::fmt::Debug for ServerKeys {
@@ -51,23 +79,71 @@ impl std::fmt::Debug for ServerKeys {
 }
 
 impl ServerKeys {
-    /// Derives the purpose keys from the 32-byte server key.
+    /// Derives the purpose keys from the 32-byte server key (which is also the HMAC root until
+    /// [`ServerKeys::with_hmac_root`] says otherwise).
     pub fn from_master(master: &[u8; 32]) -> Self {
-        let derive = |label: &[u8]| {
-            let mut out = Zeroizing::new([0u8; 32]);
-            let mut mac = <HmacSha256 as Mac>::new_from_slice(master).unwrap_or_else(|_| {
-                // HMAC accepts keys of any length; this branch cannot run.
-                unreachable_hmac()
-            });
-            mac.update(label);
-            out.copy_from_slice(&mac.finalize().into_bytes()[..]);
-            out
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&hmac(master, b"safehand server key: key id v1")[..8]);
+        let keys = Self {
+            id,
+            seal: derive(master, b"safehand server key: seal secrets at rest v1"),
+            hmac_root: Zeroizing::new(*master),
+            csrf: Zeroizing::new([0u8; 32]),
+            codes: Zeroizing::new([0u8; 32]),
         };
-        Self {
-            seal: derive(b"safehand server key: seal secrets at rest v1"),
-            csrf: derive(b"safehand server key: csrf tokens v1"),
-            codes: derive(b"safehand server key: recovery codes v1"),
+        keys.with_hmac_root(master)
+    }
+
+    /// Uses `root` (an earlier server key, kept sealed in the database since a rotation) for
+    /// the keyed hashes, so CSRF tokens and recovery codes outlive key rotations.
+    pub fn with_hmac_root(mut self, root: &[u8; 32]) -> Self {
+        self.hmac_root = Zeroizing::new(*root);
+        self.csrf = derive(root, b"safehand server key: csrf tokens v1");
+        self.codes = derive(root, b"safehand server key: recovery codes v1");
+        self
+    }
+
+    /// The root of the keyed hashes (for sealing it during a rotation).
+    pub(crate) fn hmac_root(&self) -> &[u8; 32] {
+        &self.hmac_root
+    }
+
+    /// This key's id.
+    pub fn id(&self) -> KeyId {
+        self.id
+    }
+
+    /// This key's id in hex, as operators see it.
+    pub fn id_hex(&self) -> String {
+        hex::encode(self.id)
+    }
+
+    /// A new random key and its text form (64 hex digits) for a key file.
+    pub fn generate() -> (Self, Zeroizing<String>) {
+        let mut master = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(&mut master[..]);
+        let text = Zeroizing::new(hex::encode(&master[..]));
+        (Self::from_master(&master), text)
+    }
+
+    /// Writes a new key file (mode 0600, refusing to replace a file) and syncs it to disk.
+    pub fn write_key_file(path: &Path, text: &str) -> Result<(), KeyError> {
+        let file_err = |source| KeyError::File {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
         }
+        let mut file = options.open(path).map_err(file_err)?;
+        file.write_all(text.as_bytes()).map_err(file_err)?;
+        file.write_all(b"\n").map_err(file_err)?;
+        file.sync_all().map_err(file_err)?;
+        Ok(())
     }
 
     /// Parses a key written as 64 hex digits or base64 of 32 bytes.
@@ -100,21 +176,9 @@ impl ServerKeys {
         match std::fs::read_to_string(path) {
             Ok(text) => Self::parse(&text),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut master = Zeroizing::new([0u8; 32]);
-                rand::rngs::OsRng.fill_bytes(&mut master[..]);
-                let text = Zeroizing::new(hex::encode(&master[..]));
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    options.mode(0o600);
-                }
-                let mut file = options.open(path).map_err(file_err)?;
-                file.write_all(text.as_bytes()).map_err(file_err)?;
-                file.write_all(b"\n").map_err(file_err)?;
-                file.sync_all().map_err(file_err)?;
-                Ok(Self::from_master(&master))
+                let (keys, text) = Self::generate();
+                Self::write_key_file(path, &text)?;
+                Ok(keys)
             }
             Err(e) => Err(file_err(e)),
         }
@@ -135,8 +199,9 @@ impl ServerKeys {
         let body = cipher
             .encrypt(Nonce::from_slice(&nonce), payload)
             .unwrap_or_default();
-        let mut out = Vec::with_capacity(1 + 12 + body.len());
-        out.push(SEALED_V1);
+        let mut out = Vec::with_capacity(1 + 8 + 12 + body.len());
+        out.push(SEALED_V2);
+        out.extend_from_slice(&self.id);
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&body);
         out
@@ -144,19 +209,38 @@ impl ServerKeys {
 
     /// Decrypts a value made by [`ServerKeys::seal`] with the same `context`.
     pub fn unseal(&self, context: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-        if sealed.len() < 1 + 12 + 16 || sealed[0] != SEALED_V1 {
-            return Err(KeyError::Unseal);
-        }
+        let (nonce, body) = match sealed.first() {
+            Some(&SEALED_V1) if sealed.len() >= 1 + 12 + 16 => (&sealed[1..13], &sealed[13..]),
+            Some(&SEALED_V2) if sealed.len() >= 1 + 8 + 12 + 16 => {
+                if sealed[1..9] != self.id {
+                    return Err(KeyError::OtherKey {
+                        found: hex::encode(&sealed[1..9]),
+                        current: self.id_hex(),
+                    });
+                }
+                (&sealed[9..21], &sealed[21..])
+            }
+            _ => return Err(KeyError::Unseal),
+        };
         let key: &[u8; 32] = &self.seal;
         let cipher = Aes256Gcm::new(key.into());
         let payload = Payload {
-            msg: &sealed[13..],
+            msg: body,
             aad: context.as_bytes(),
         };
         cipher
-            .decrypt(Nonce::from_slice(&sealed[1..13]), payload)
+            .decrypt(Nonce::from_slice(nonce), payload)
             .map(Zeroizing::new)
             .map_err(|_| KeyError::Unseal)
+    }
+
+    /// The key a sealed value names (`None` for values sealed before key ids, or not sealed
+    /// values at all).
+    pub fn sealed_key_id(sealed: &[u8]) -> Option<KeyId> {
+        match sealed.first() {
+            Some(&SEALED_V2) if sealed.len() >= 9 => sealed[1..9].try_into().ok(),
+            _ => None,
+        }
     }
 
     /// The CSRF token for a browser's CSRF cookie value.
@@ -221,6 +305,39 @@ mod tests {
         let last = tampered.len() - 1;
         tampered[last] ^= 1;
         assert!(keys.unseal("totp-seed:1", &tampered).is_err());
+    }
+
+    #[test]
+    fn sealed_values_name_their_key() {
+        let old = ServerKeys::from_master(&[1u8; 32]);
+        let new = ServerKeys::from_master(&[2u8; 32]);
+        assert_ne!(old.id(), new.id());
+        let sealed = old.seal("c", b"secret");
+        assert_eq!(ServerKeys::sealed_key_id(&sealed), Some(old.id()));
+        match new.unseal("c", &sealed) {
+            Err(KeyError::OtherKey { found, current }) => {
+                assert_eq!((found, current), (old.id_hex(), new.id_hex()));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A value from before key ids (version 1) is read under the current key.
+        let v2 = old.seal("c", b"legacy");
+        let mut v1 = vec![SEALED_V1];
+        v1.extend_from_slice(&v2[9..]);
+        assert_eq!(old.unseal("c", &v1).unwrap().as_slice(), b"legacy");
+        assert_eq!(ServerKeys::sealed_key_id(&v1), None);
+    }
+
+    #[test]
+    fn keyed_hashes_follow_the_hmac_root() {
+        let first = ServerKeys::from_master(&[1u8; 32]);
+        let rotated = ServerKeys::from_master(&[2u8; 32]).with_hmac_root(&[1u8; 32]);
+        assert_eq!(
+            first.recovery_code_hash(7, "abc"),
+            rotated.recovery_code_hash(7, "abc")
+        );
+        assert_eq!(first.csrf_token("x"), rotated.csrf_token("x"));
+        assert_ne!(first.id(), rotated.id());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod key_rotation;
 pub mod keys;
 pub mod leases;
 pub mod mail;

@@ -9,6 +9,7 @@ use safehand_server::blobs::Blobs;
 use safehand_server::clock::Clock;
 use safehand_server::config::{AdminCommand, BlobStore, Cli, Command};
 use safehand_server::db::Db;
+use safehand_server::key_rotation;
 use safehand_server::keys::ServerKeys;
 use safehand_server::mail;
 use safehand_server::{AppState, Settings};
@@ -37,9 +38,26 @@ async fn run() -> anyhow::Result<ExitCode> {
         .init();
     let config = cli.config.resolve().map_err(anyhow::Error::msg)?;
     create_private_dir(&config.data_dir)?;
-    let keys = match &config.server_key {
-        Some(k) => ServerKeys::parse(k.expose_secret())?,
-        None => ServerKeys::load_or_create(&config.server_key_file)?,
+    let rotating = matches!(
+        cli.command,
+        Some(Command::Admin {
+            action: AdminCommand::RotateKey
+        })
+    );
+    if key_rotation::unfinished(&config.server_key_file) && !rotating {
+        bail!(
+            "a server key rotation was started and not finished ({} exists); run `safehand-server admin rotate-key` again to finish it",
+            key_rotation::next_key_path(&config.server_key_file).display()
+        );
+    }
+    if rotating && config.server_key.is_some() {
+        bail!("rotate-key works on the key file; the key is given by SAFEHAND_SERVER_KEY, so put the new key into your secrets store instead (or use --server-key-file)");
+    }
+    let keys = match (&config.server_key, rotating) {
+        (Some(k), _) => Some(ServerKeys::parse(k.expose_secret())?),
+        // The rotation reads the key files itself (the key file may be mid-swap).
+        (None, true) => None,
+        (None, false) => Some(ServerKeys::load_or_create(&config.server_key_file)?),
     };
     if cli.config.database_url.is_none() && cli.config.database_url_file.is_none() {
         // The default SQLite file holds account data: create it private before SQLite does.
@@ -50,6 +68,44 @@ async fn run() -> anyhow::Result<ExitCode> {
         .context("cannot open the database (check DATABASE_URL)")?;
     db.migrate().await.context("database migrations failed")?;
     let clock = Clock::system();
+
+    if rotating {
+        let rotation = key_rotation::rotate(
+            &db,
+            &config.server_key_file,
+            clock.now(),
+            &Actor::operator(),
+            key_rotation::Options::default(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        println!(
+            "The server key is now {} (was {}): {} secrets sealed again{}.",
+            rotation.new_id,
+            rotation.old_id,
+            rotation.resealed + rotation.already_done,
+            if rotation.already_done > 0 {
+                format!(
+                    " ({} of them by an earlier, interrupted run)",
+                    rotation.already_done
+                )
+            } else {
+                String::new()
+            }
+        );
+        println!(
+            "The old key is kept in {}: move it somewhere safe (it opens old backups of the database), or delete it.",
+            rotation.retired_key_file.display()
+        );
+        db.close().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let keys = key_rotation::load_server_secrets(
+        &db,
+        keys.ok_or_else(|| anyhow::anyhow!("no server key"))?,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot read the secrets sealed in the database: {e}"))?;
 
     if let Some(Command::Admin { action }) = cli.command {
         let code = admin(&db, &clock, &config.public_url, action).await?;
@@ -271,6 +327,7 @@ async fn admin(
         AdminCommand::Migrate => {
             println!("Migrations are up to date.");
         }
+        AdminCommand::RotateKey => bail!("rotate-key is handled before other commands"),
     }
     Ok(ExitCode::SUCCESS)
 }

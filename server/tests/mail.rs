@@ -541,3 +541,51 @@ async fn delivers_over_starttls_with_a_private_ca() {
 async fn delivers_over_implicit_tls_with_a_private_ca() {
     tls_delivery(true).await;
 }
+
+/// The binary checks the mail settings at start-up and says what is wrong.
+#[test]
+fn bad_mail_settings_stop_the_server_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_safehand-server"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, err) = run(&["--smtp-url", "ftp://mail.example.org"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("must start with smtp://"), "{err}");
+    let (code, err) = run(&["--smtp-url", "smtp://relay.example.org"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("--mail-from"), "{err}");
+    let (code, err) = run(&[
+        "--smtp-url",
+        "smtp://sam@relay.example.org",
+        "--mail-from",
+        "safehand@school.sch.uk",
+        "--smtp-password-file",
+        "/nonexistent/password",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("cannot read --smtp-password-file"), "{err}");
+    let (code, err) = run(&[
+        "--smtp-url",
+        "smtp://relay.example.org?tls=none",
+        "--mail-from",
+        "a@b.org",
+    ]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("only allowed for a relay on this machine"),
+        "{err}"
+    );
+}

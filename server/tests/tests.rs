@@ -10,6 +10,7 @@ mod common;
 mod admin_cli;
 mod blobs;
 mod browser;
+mod key_rotation;
 mod mail;
 mod router;
 mod tls;
