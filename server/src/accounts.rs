@@ -189,6 +189,17 @@ pub async fn by_id(db: &Db, id: i64) -> Result<Option<User>> {
     row.as_ref().map(row_to_user).transpose()
 }
 
+/// Finds a user by id, inside a transaction.
+pub async fn by_id_in(conn: &mut sqlx::AnyConnection, id: i64) -> Result<Option<User>> {
+    let row = sqlx::query(&format!(
+        "select {USER_COLUMNS} from users where user_id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    row.as_ref().map(row_to_user).transpose()
+}
+
 /// Finds a user by email.
 pub async fn by_email(db: &Db, email: &str) -> Result<Option<User>> {
     let row = sqlx::query(&format!(
@@ -245,7 +256,7 @@ impl LinkPurpose {
 pub const LINK_LIFETIME: i64 = 7 * 24 * 3600;
 
 async fn issue_link(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     now: UnixTime,
     user_id: Option<i64>,
     purpose: LinkPurpose,
@@ -255,12 +266,12 @@ async fn issue_link(
         Some(id) => {
             sqlx::query("delete from enrolment_links where user_id = $1")
                 .bind(id)
-                .execute(db.pool())
+                .execute(&mut *conn)
                 .await?;
         }
         None => {
             sqlx::query("delete from enrolment_links where user_id is null")
-                .execute(db.pool())
+                .execute(&mut *conn)
                 .await?;
         }
     }
@@ -273,7 +284,7 @@ async fn issue_link(
     .bind(purpose.as_str())
     .bind(now)
     .bind(now + LINK_LIFETIME)
-    .execute(db.pool())
+    .execute(&mut *conn)
     .await?;
     Ok(token)
 }
@@ -284,9 +295,10 @@ pub async fn setup_link(db: &Db, now: UnixTime) -> Result<Option<String>> {
     if count(db).await? > 0 {
         return Ok(None);
     }
-    issue_link(db, now, None, LinkPurpose::Setup)
-        .await
-        .map(Some)
+    let mut tx = db.begin().await?;
+    let token = issue_link(&mut tx, now, None, LinkPurpose::Setup).await?;
+    tx.commit().await?;
+    Ok(Some(token))
 }
 
 /// A valid, unused link.
@@ -330,13 +342,13 @@ pub async fn find_link(db: &Db, now: UnixTime, token: &str) -> Result<Link> {
 }
 
 /// Marks a link used; fails if someone else used it first.
-async fn use_link(db: &Db, now: UnixTime, token: &str) -> Result<()> {
+async fn use_link(conn: &mut sqlx::AnyConnection, now: UnixTime, token: &str) -> Result<()> {
     let done = sqlx::query(
         "update enrolment_links set used_at = $1 where token_hash = $2 and used_at is null and expires_at > $1",
     )
     .bind(now)
     .bind(token_hash(token))
-    .execute(db.pool())
+    .execute(&mut *conn)
     .await?;
     if done.rows_affected() == 1 {
         Ok(())
@@ -354,6 +366,7 @@ pub async fn create(
     name: &str,
     roles: &[Role],
 ) -> Result<(User, String)> {
+    let mut tx = db.begin().await?;
     check_email(email).map_err(Error::BadInput)?;
     check_name(name).map_err(Error::BadInput)?;
     if roles.is_empty() {
@@ -372,7 +385,7 @@ pub async fn create(
     .bind(name.trim())
     .bind(format_roles(roles))
     .bind(now)
-    .fetch_one(db.pool())
+    .fetch_one(&mut *tx)
     .await
     .map_err(|e| {
         if crate::db::is_unique_violation(&e) {
@@ -382,9 +395,9 @@ pub async fn create(
         }
     })?;
     let id: i64 = row.try_get("user_id")?;
-    let token = issue_link(db, now, Some(id), LinkPurpose::Enrol).await?;
-    audit::record(
-        db,
+    let token = issue_link(&mut tx, now, Some(id), LinkPurpose::Enrol).await?;
+    audit::append(
+        &mut tx,
         now,
         actor,
         "user_created",
@@ -392,7 +405,8 @@ pub async fn create(
         json!({ "roles": format_roles(roles), "name": name.trim() }),
     )
     .await?;
-    let user = by_id(db, id).await?.ok_or(Error::NotFound)?;
+    let user = by_id_in(&mut tx, id).await?.ok_or(Error::NotFound)?;
+    tx.commit().await?;
     Ok((user, token))
 }
 
@@ -407,8 +421,9 @@ pub async fn complete_link(
     name: Option<&str>,
     password_hash: String,
 ) -> Result<User> {
+    let mut tx = db.begin().await?;
     let link = find_link(db, now, token).await?;
-    use_link(db, now, token).await?;
+    use_link(&mut tx, now, token).await?;
     let user = match (link.purpose, link.user) {
         (LinkPurpose::Setup, _) => {
             let email = normalise_email(email.unwrap_or(""));
@@ -421,32 +436,40 @@ pub async fn complete_link(
             .bind(format_roles(&[Role::Admin, Role::Staff]))
             .bind(&password_hash)
             .bind(now)
-            .fetch_one(db.pool())
+            .fetch_one(&mut *tx)
             .await?;
             let id: i64 = row.try_get("user_id")?;
-            let user = by_id(db, id).await?.ok_or(Error::NotFound)?;
+            let user = by_id_in(&mut tx, id).await?.ok_or(Error::NotFound)?;
             let actor = Actor {
                 user_id: Some(id),
                 label: email.clone(),
                 address: address.to_string(),
             };
-            audit::record(db, now, &actor, "first_admin_created", &email, json!({})).await?;
-            audit::record(db, now, &actor, "password_set", &email, json!({})).await?;
+            audit::append(
+                &mut tx,
+                now,
+                &actor,
+                "first_admin_created",
+                &email,
+                json!({}),
+            )
+            .await?;
+            audit::append(&mut tx, now, &actor, "password_set", &email, json!({})).await?;
             user
         }
         (_, Some(user)) => {
             sqlx::query("update users set password_hash = $1 where user_id = $2")
                 .bind(&password_hash)
                 .bind(user.id)
-                .execute(db.pool())
+                .execute(&mut *tx)
                 .await?;
             let actor = Actor {
                 user_id: Some(user.id),
                 label: user.email.clone(),
                 address: address.to_string(),
             };
-            audit::record(
-                db,
+            audit::append(
+                &mut tx,
                 now,
                 &actor,
                 "password_set",
@@ -454,10 +477,11 @@ pub async fn complete_link(
                 json!({ "via": link.purpose.as_str() }),
             )
             .await?;
-            by_id(db, user.id).await?.ok_or(Error::NotFound)?
+            by_id_in(&mut tx, user.id).await?.ok_or(Error::NotFound)?
         }
         (_, None) => return Err(Error::LinkNotValid),
     };
+    tx.commit().await?;
     Ok(user)
 }
 
@@ -471,14 +495,25 @@ pub async fn change_password(
     password_hash: String,
     keep_session: Option<&str>,
 ) -> Result<()> {
+    let mut tx = db.begin().await?;
     sqlx::query("update users set password_hash = $1 where user_id = $2")
         .bind(&password_hash)
         .bind(user.id)
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await?;
-    crate::sessions::end_all(db, user.id, keep_session).await?;
-    crate::tokens::revoke_all(db, now, user.id).await?;
-    audit::record(db, now, actor, "password_changed", &user.email, json!({})).await
+    crate::sessions::end_all(&mut tx, user.id, keep_session).await?;
+    crate::tokens::revoke_all(&mut tx, now, user.id).await?;
+    audit::append(
+        &mut tx,
+        now,
+        actor,
+        "password_changed",
+        &user.email,
+        json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Disables or re-enables an account. Disabling ends every session and API token at once.
@@ -489,27 +524,30 @@ pub async fn set_disabled(
     user: &User,
     disabled: bool,
 ) -> Result<()> {
+    let mut tx = db.begin().await?;
     sqlx::query("update users set disabled = $1 where user_id = $2")
         .bind(i64::from(disabled))
         .bind(user.id)
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await?;
     if disabled {
-        crate::sessions::end_all(db, user.id, None).await?;
-        crate::tokens::revoke_all(db, now, user.id).await?;
+        crate::sessions::end_all(&mut tx, user.id, None).await?;
+        crate::tokens::revoke_all(&mut tx, now, user.id).await?;
         sqlx::query("delete from enrolment_links where user_id = $1")
             .bind(user.id)
-            .execute(db.pool())
+            .execute(&mut *tx)
             .await?;
     } else {
-        crate::throttle::clear_account(db, &user.email).await?;
+        crate::throttle::clear_account(&mut tx, &user.email).await?;
     }
     let action = if disabled {
         "user_disabled"
     } else {
         "user_enabled"
     };
-    audit::record(db, now, actor, action, &user.email, json!({})).await
+    audit::append(&mut tx, now, actor, action, &user.email, json!({})).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Replaces a user's roles.
@@ -520,6 +558,7 @@ pub async fn set_roles(
     user: &User,
     roles: &[Role],
 ) -> Result<()> {
+    let mut tx = db.begin().await?;
     if roles.is_empty() {
         return Err(Error::BadInput("Choose at least one role.".into()));
     }
@@ -531,17 +570,19 @@ pub async fn set_roles(
     sqlx::query("update users set roles = $1 where user_id = $2")
         .bind(format_roles(roles))
         .bind(user.id)
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await?;
-    audit::record(
-        db,
+    audit::append(
+        &mut tx,
         now,
         actor,
         "roles_changed",
         &user.email,
         json!({ "from": format_roles(&user.roles), "to": format_roles(roles) }),
     )
-    .await
+    .await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn admin_count(db: &Db) -> Result<i64> {
@@ -555,16 +596,19 @@ async fn admin_count(db: &Db) -> Result<i64> {
 /// Removes a user's TOTP enrolment and recovery codes; they enrol again at next sign-in.
 /// Their sessions end.
 pub async fn reset_totp(db: &Db, now: UnixTime, actor: &Actor, user: &User) -> Result<()> {
+    let mut tx = db.begin().await?;
     sqlx::query("update users set totp_seed = null, totp_pending = null, totp_last_step = 0 where user_id = $1")
         .bind(user.id)
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await?;
     sqlx::query("delete from recovery_codes where user_id = $1")
         .bind(user.id)
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await?;
-    crate::sessions::end_all(db, user.id, None).await?;
-    audit::record(db, now, actor, "totp_reset", &user.email, json!({})).await
+    crate::sessions::end_all(&mut tx, user.id, None).await?;
+    audit::append(&mut tx, now, actor, "totp_reset", &user.email, json!({})).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// An admin-forced password reset: the password stops working, sessions and tokens end, and a
@@ -575,15 +619,16 @@ pub async fn force_password_reset(
     actor: &Actor,
     user: &User,
 ) -> Result<String> {
+    let mut tx = db.begin().await?;
     sqlx::query("update users set password_hash = null where user_id = $1")
         .bind(user.id)
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await?;
-    crate::sessions::end_all(db, user.id, None).await?;
-    crate::tokens::revoke_all(db, now, user.id).await?;
-    let token = issue_link(db, now, Some(user.id), LinkPurpose::Reset).await?;
-    audit::record(
-        db,
+    crate::sessions::end_all(&mut tx, user.id, None).await?;
+    crate::tokens::revoke_all(&mut tx, now, user.id).await?;
+    let token = issue_link(&mut tx, now, Some(user.id), LinkPurpose::Reset).await?;
+    audit::append(
+        &mut tx,
         now,
         actor,
         "password_reset_by_admin",
@@ -591,6 +636,7 @@ pub async fn force_password_reset(
         json!({}),
     )
     .await?;
+    tx.commit().await?;
     Ok(token)
 }
 
@@ -601,14 +647,15 @@ pub async fn new_enrolment_link(
     actor: &Actor,
     user: &User,
 ) -> Result<String> {
+    let mut tx = db.begin().await?;
     let purpose = if user.has_password {
         LinkPurpose::Reset
     } else {
         LinkPurpose::Enrol
     };
-    let token = issue_link(db, now, Some(user.id), purpose).await?;
-    audit::record(
-        db,
+    let token = issue_link(&mut tx, now, Some(user.id), purpose).await?;
+    audit::append(
+        &mut tx,
         now,
         actor,
         "enrolment_link_issued",
@@ -616,6 +663,7 @@ pub async fn new_enrolment_link(
         json!({}),
     )
     .await?;
+    tx.commit().await?;
     Ok(token)
 }
 
@@ -706,9 +754,10 @@ pub async fn totp_confirm(
     user: &User,
     code: &str,
 ) -> Result<Option<Vec<String>>> {
+    let mut tx = db.begin().await?;
     let row = sqlx::query("select totp_pending from users where user_id = $1")
         .bind(user.id)
-        .fetch_one(db.pool())
+        .fetch_one(&mut *tx)
         .await?;
     let Some(sealed) = row.try_get::<Option<Vec<u8>>, _>("totp_pending")? else {
         return Ok(None);
@@ -724,10 +773,11 @@ pub async fn totp_confirm(
     .bind(keys.seal(&seed_context(user.id, false), &seed))
     .bind(step)
     .bind(user.id)
-    .execute(db.pool())
+    .execute(&mut *tx)
     .await?;
-    let codes = new_recovery_codes(db, keys, user.id).await?;
-    audit::record(db, now, actor, "totp_enrolled", &user.email, json!({})).await?;
+    let codes = new_recovery_codes(&mut tx, keys, user.id).await?;
+    audit::append(&mut tx, now, actor, "totp_enrolled", &user.email, json!({})).await?;
+    tx.commit().await?;
     Ok(Some(codes))
 }
 
@@ -750,7 +800,7 @@ pub enum CodeCheck {
 /// Checks a TOTP code or a recovery code. A TOTP code is accepted only for a time step later
 /// than the last one accepted, so a code cannot be used twice.
 pub async fn check_code(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     keys: &ServerKeys,
     now: UnixTime,
     user: &User,
@@ -758,7 +808,7 @@ pub async fn check_code(
 ) -> Result<CodeCheck> {
     let row = sqlx::query("select totp_seed, totp_last_step from users where user_id = $1")
         .bind(user.id)
-        .fetch_one(db.pool())
+        .fetch_one(&mut *conn)
         .await?;
     let Some(sealed) = row.try_get::<Option<Vec<u8>>, _>("totp_seed")? else {
         return Ok(CodeCheck::Wrong);
@@ -772,7 +822,7 @@ pub async fn check_code(
         )
         .bind(step)
         .bind(user.id)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
         return Ok(if done.rows_affected() == 1 {
             CodeCheck::Totp
@@ -789,14 +839,14 @@ pub async fn check_code(
         .bind(now)
         .bind(&hash)
         .bind(user.id)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
         if used.rows_affected() == 1 {
             let row = sqlx::query(
                 "select count(*) as n from recovery_codes where user_id = $1 and used_at is null",
             )
             .bind(user.id)
-            .fetch_one(db.pool())
+            .fetch_one(&mut *conn)
             .await?;
             return Ok(CodeCheck::Recovery {
                 left: row.try_get("n")?,
@@ -804,7 +854,7 @@ pub async fn check_code(
         }
         let exists = sqlx::query("select used_at from recovery_codes where code_hash = $1")
             .bind(&hash)
-            .fetch_optional(db.pool())
+            .fetch_optional(&mut *conn)
             .await?;
         if exists.is_some() {
             return Ok(CodeCheck::Replayed);
@@ -823,10 +873,14 @@ fn normalise_recovery_code(code: &str) -> String {
 }
 
 /// Replaces a user's recovery codes with ten new ones (returned once, stored only hashed).
-pub async fn new_recovery_codes(db: &Db, keys: &ServerKeys, user_id: i64) -> Result<Vec<String>> {
+pub async fn new_recovery_codes(
+    conn: &mut sqlx::AnyConnection,
+    keys: &ServerKeys,
+    user_id: i64,
+) -> Result<Vec<String>> {
     sqlx::query("delete from recovery_codes where user_id = $1")
         .bind(user_id)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     let mut codes = Vec::with_capacity(10);
     for _ in 0..10 {
@@ -839,7 +893,7 @@ pub async fn new_recovery_codes(db: &Db, keys: &ServerKeys, user_id: i64) -> Res
         sqlx::query("insert into recovery_codes (code_hash, user_id) values ($1, $2)")
             .bind(keys.recovery_code_hash(user_id, &raw))
             .bind(user_id)
-            .execute(db.pool())
+            .execute(&mut *conn)
             .await?;
         codes.push(format!("{}-{}", &raw[..5], &raw[5..]));
     }

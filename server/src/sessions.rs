@@ -101,7 +101,7 @@ fn row_to_session(row: &sqlx::any::AnyRow) -> Result<Session> {
 
 /// Starts a session; returns the cookie value (the only copy of the id).
 pub async fn start(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     now: UnixTime,
     user_id: i64,
     stage: Stage,
@@ -120,7 +120,7 @@ pub async fn start(
     .bind(now)
     .bind(address)
     .bind(agent)
-    .execute(db.pool())
+    .execute(&mut *conn)
     .await?;
     Ok(token)
 }
@@ -147,7 +147,7 @@ pub async fn find(db: &Db, now: UnixTime, lifetimes: &Lifetimes, cookie: &str) -
         _ => now - session.created_at >= lifetimes.pending,
     };
     if expired {
-        end(db, &hash).await?;
+        end(&mut *db.pool().acquire().await?, &hash).await?;
         return Ok(Lookup::Ended);
     }
     // Writing on every request would cost a write per page; a few seconds of slack is fine
@@ -164,10 +164,15 @@ pub async fn find(db: &Db, now: UnixTime, lifetimes: &Lifetimes, cookie: &str) -
 
 /// Moves a session to the next stage under a new id (the old cookie stops working), so an id
 /// seen before sign-in completed is useless afterwards. Returns the new cookie value.
-pub async fn advance(db: &Db, now: UnixTime, session: &Session, stage: Stage) -> Result<String> {
-    end(db, &session.hash).await?;
+pub async fn advance(
+    conn: &mut sqlx::AnyConnection,
+    now: UnixTime,
+    session: &Session,
+    stage: Stage,
+) -> Result<String> {
+    end(&mut *conn, &session.hash).await?;
     start(
-        db,
+        &mut *conn,
         now,
         session.user_id,
         stage,
@@ -178,20 +183,24 @@ pub async fn advance(db: &Db, now: UnixTime, session: &Session, stage: Stage) ->
 }
 
 /// Ends one session.
-pub async fn end(db: &Db, hash: &str) -> Result<()> {
+pub async fn end(conn: &mut sqlx::AnyConnection, hash: &str) -> Result<()> {
     sqlx::query("delete from sessions where session_hash = $1")
         .bind(hash)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }
 
 /// Ends every session of a user, except `keep` (a session hash) if given.
-pub async fn end_all(db: &Db, user_id: i64, keep: Option<&str>) -> Result<u64> {
+pub async fn end_all(
+    conn: &mut sqlx::AnyConnection,
+    user_id: i64,
+    keep: Option<&str>,
+) -> Result<u64> {
     let done = sqlx::query("delete from sessions where user_id = $1 and session_hash <> $2")
         .bind(user_id)
         .bind(keep.unwrap_or(""))
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     Ok(done.rows_affected())
 }

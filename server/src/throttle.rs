@@ -101,22 +101,27 @@ pub async fn check(
 }
 
 /// Records a failed attempt.
-pub async fn fail(db: &Db, now: UnixTime, email: &str, address: &str) -> Result<()> {
+pub async fn fail(
+    conn: &mut sqlx::AnyConnection,
+    now: UnixTime,
+    email: &str,
+    address: &str,
+) -> Result<()> {
     for key in [account_key(email), address_key(address)] {
         sqlx::query("insert into sign_in_failures (throttle_key, at) values ($1, $2)")
             .bind(key)
             .bind(now)
-            .execute(db.pool())
+            .execute(&mut *conn)
             .await?;
     }
     Ok(())
 }
 
 /// Forgets an account's failures (after a successful sign-in, or when an admin unlocks it).
-pub async fn clear_account(db: &Db, email: &str) -> Result<()> {
+pub async fn clear_account(conn: &mut sqlx::AnyConnection, email: &str) -> Result<()> {
     sqlx::query("delete from sign_in_failures where throttle_key = $1")
         .bind(account_key(email))
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }

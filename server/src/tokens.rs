@@ -58,7 +58,7 @@ const COLUMNS: &str =
 
 /// Creates a token; returns it (the only time it is visible) and its record.
 pub async fn create(
-    db: &Db,
+    conn: &mut sqlx::AnyConnection,
     now: UnixTime,
     user_id: i64,
     name: &str,
@@ -81,13 +81,17 @@ pub async fn create(
     .bind(format_roles(scopes))
     .bind(now)
     .bind(now + days * 86_400)
-    .fetch_one(db.pool())
+    .fetch_one(&mut *conn)
     .await?;
     Ok((secret, row_to_token(&row)?))
 }
 
 /// Finds the live token for a presented secret and records its use.
-pub async fn authenticate(db: &Db, now: UnixTime, secret: &str) -> Result<Option<ApiToken>> {
+pub async fn authenticate(
+    conn: &mut sqlx::AnyConnection,
+    now: UnixTime,
+    secret: &str,
+) -> Result<Option<ApiToken>> {
     if !secret.starts_with(PREFIX) || secret.len() > 200 {
         return Ok(None);
     }
@@ -95,7 +99,7 @@ pub async fn authenticate(db: &Db, now: UnixTime, secret: &str) -> Result<Option
         "select {COLUMNS} from api_tokens where token_hash = $1"
     ))
     .bind(token_hash(secret))
-    .fetch_optional(db.pool())
+    .fetch_optional(&mut *conn)
     .await?;
     let Some(token) = row.as_ref().map(row_to_token).transpose()? else {
         return Ok(None);
@@ -106,7 +110,7 @@ pub async fn authenticate(db: &Db, now: UnixTime, secret: &str) -> Result<Option
     sqlx::query("update api_tokens set last_used_at = $1 where token_id = $2")
         .bind(now)
         .bind(token.id)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     Ok(Some(token))
 }
@@ -123,26 +127,35 @@ pub async fn list(db: &Db, user_id: i64) -> Result<Vec<ApiToken>> {
 }
 
 /// Revokes one of a user's tokens; false if it is not theirs or already revoked.
-pub async fn revoke(db: &Db, now: UnixTime, user_id: i64, token_id: i64) -> Result<bool> {
+pub async fn revoke(
+    conn: &mut sqlx::AnyConnection,
+    now: UnixTime,
+    user_id: i64,
+    token_id: i64,
+) -> Result<bool> {
     let done = sqlx::query(
         "update api_tokens set revoked_at = $1 where token_id = $2 and user_id = $3 and revoked_at is null",
     )
     .bind(now)
     .bind(token_id)
     .bind(user_id)
-    .execute(db.pool())
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
 /// Revokes every token of a user.
-pub async fn revoke_all(db: &Db, now: UnixTime, user_id: i64) -> Result<u64> {
+pub async fn revoke_all(
+    conn: &mut sqlx::AnyConnection,
+    now: UnixTime,
+    user_id: i64,
+) -> Result<u64> {
     let done = sqlx::query(
         "update api_tokens set revoked_at = $1 where user_id = $2 and revoked_at is null",
     )
     .bind(now)
     .bind(user_id)
-    .execute(db.pool())
+    .execute(&mut *conn)
     .await?;
     Ok(done.rows_affected())
 }

@@ -8,6 +8,7 @@
 mod common;
 
 mod admin_cli;
+mod audit_tx;
 mod blobs;
 mod browser;
 mod key_rotation;

@@ -190,9 +190,10 @@ async fn account_sign_out_everywhere_post(
 ) -> Result<Response> {
     require_browser(&auth)?;
     let now = state.clock.now();
-    let ended = sessions::end_all(&state.db, auth.user.id, None).await?;
-    audit::record(
-        &state.db,
+    let mut tx = state.db.begin().await?;
+    let ended = sessions::end_all(&mut tx, auth.user.id, None).await?;
+    audit::append(
+        &mut tx,
         now,
         &auth.actor(),
         "sign_out_everywhere",
@@ -200,6 +201,7 @@ async fn account_sign_out_everywhere_post(
         json!({ "sessions_ended": ended }),
     )
     .await?;
+    tx.commit().await?;
     Ok((
         [(
             header::SET_COOKIE,
@@ -263,9 +265,10 @@ async fn account_tokens_post(
         let page = account_page(&state, &auth, &form.csrf, errors, None, &name).await?;
         return Ok((StatusCode::BAD_REQUEST, render(&page)).into_response());
     }
-    let (secret, token) =
-        tokens::create(&state.db, now, auth.user.id, &name, &scopes, days).await?;
-    audit::record(&state.db, now, &auth.actor(), "token_created", &auth.user.email, json!({ "token_id": token.id, "name": name, "scopes": format_roles(&scopes), "expires_at": token.expires_at })).await?;
+    let mut tx = state.db.begin().await?;
+    let (secret, token) = tokens::create(&mut tx, now, auth.user.id, &name, &scopes, days).await?;
+    audit::append(&mut tx, now, &auth.actor(), "token_created", &auth.user.email, json!({ "token_id": token.id, "name": name, "scopes": format_roles(&scopes), "expires_at": token.expires_at })).await?;
+    tx.commit().await?;
     Ok(render(&TokenCreatedPage {
         layout: Layout::signed_in(&auth, &form.csrf),
         name,
@@ -283,11 +286,12 @@ async fn account_token_revoke_post(
 ) -> Result<Response> {
     require_browser(&auth)?;
     let now = state.clock.now();
-    if !tokens::revoke(&state.db, now, auth.user.id, id).await? {
+    let mut tx = state.db.begin().await?;
+    if !tokens::revoke(&mut tx, now, auth.user.id, id).await? {
         return Err(Error::NotFound);
     }
-    audit::record(
-        &state.db,
+    audit::append(
+        &mut tx,
         now,
         &auth.actor(),
         "token_revoked",
@@ -295,6 +299,7 @@ async fn account_token_revoke_post(
         json!({ "token_id": id }),
     )
     .await?;
+    tx.commit().await?;
     Ok(Redirect::to("/account").into_response())
 }
 
@@ -305,9 +310,10 @@ async fn account_recovery_codes_post(
 ) -> Result<Response> {
     require_browser(&auth)?;
     let now = state.clock.now();
-    let codes = accounts::new_recovery_codes(&state.db, &state.keys, auth.user.id).await?;
-    audit::record(
-        &state.db,
+    let mut tx = state.db.begin().await?;
+    let codes = accounts::new_recovery_codes(&mut tx, &state.keys, auth.user.id).await?;
+    audit::append(
+        &mut tx,
         now,
         &auth.actor(),
         "recovery_codes_replaced",
@@ -315,6 +321,7 @@ async fn account_recovery_codes_post(
         json!({}),
     )
     .await?;
+    tx.commit().await?;
     Ok(render(&RecoveryCodesPage {
         layout: Layout::signed_in(&auth, &form.csrf),
         codes,

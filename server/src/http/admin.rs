@@ -419,9 +419,10 @@ async fn user_unlock_post(
     form: Form,
 ) -> Result<Response> {
     let user = find_user(&state, id).await?;
-    throttle::clear_account(&state.db, &user.email).await?;
-    audit::record(
-        &state.db,
+    let mut tx = state.db.begin().await?;
+    throttle::clear_account(&mut tx, &user.email).await?;
+    audit::append(
+        &mut tx,
         state.clock.now(),
         &auth.actor(),
         "sign_in_unlocked",
@@ -429,6 +430,7 @@ async fn user_unlock_post(
         json!({}),
     )
     .await?;
+    tx.commit().await?;
     user_page(
         &state,
         &auth,

@@ -143,7 +143,8 @@ async fn sign_in_post(
     let user = match user {
         Some(u) if password_ok && !u.disabled => u,
         other => {
-            throttle::fail(&state.db, now, &email, &address).await?;
+            let mut tx = state.db.begin().await?;
+            throttle::fail(&mut tx, now, &email, &address).await?;
             state
                 .metrics
                 .sign_in_failures
@@ -153,8 +154,8 @@ async fn sign_in_post(
                 Some(u) if u.disabled && password_ok => "account disabled",
                 Some(_) => "wrong password",
             };
-            audit::record(
-                &state.db,
+            audit::append(
+                &mut tx,
                 now,
                 &Actor {
                     user_id: other.as_ref().map(|u| u.id),
@@ -166,6 +167,7 @@ async fn sign_in_post(
                 json!({ "step": "password", "reason": reason }),
             )
             .await?;
+            tx.commit().await?;
             errors.add("email", WRONG_PASSWORD);
             return Ok(page(errors, StatusCode::UNAUTHORIZED));
         }
@@ -179,7 +181,15 @@ async fn sign_in_post(
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("unknown");
-    let value = sessions::start(&state.db, now, user.id, stage, &address, agent).await?;
+    let value = sessions::start(
+        &mut *state.db.pool().acquire().await?,
+        now,
+        user.id,
+        stage,
+        &address,
+        agent,
+    )
+    .await?;
     let to = if stage == Stage::Code {
         "/sign-in/code"
     } else {
@@ -227,7 +237,11 @@ async fn sign_in_code_post(
     .await?
     {
         state.metrics.sign_in_locked.fetch_add(1, Ordering::Relaxed);
-        sessions::end(&state.db, &pending.session.hash).await?;
+        sessions::end(
+            &mut *state.db.pool().acquire().await?,
+            &pending.session.hash,
+        )
+        .await?;
         let mut errors = FormErrors::default();
         errors.add("email", lock_message(now, until));
         return Ok((
@@ -258,19 +272,21 @@ async fn sign_in_code_post(
             StatusCode::BAD_REQUEST,
         ));
     }
-    let result = accounts::check_code(&state.db, &state.keys, now, user, code).await?;
+    // The code's use, the session change, the throttle and the audit record: one transaction.
+    let mut tx = state.db.begin().await?;
+    let result = accounts::check_code(&mut tx, &state.keys, now, user, code).await?;
     match result {
         CodeCheck::Totp | CodeCheck::Recovery { .. } => {
-            let value = sessions::advance(&state.db, now, &pending.session, Stage::Full).await?;
-            throttle::clear_account(&state.db, &user.email).await?;
+            let value = sessions::advance(&mut tx, now, &pending.session, Stage::Full).await?;
+            throttle::clear_account(&mut tx, &user.email).await?;
             state.metrics.sign_ins.fetch_add(1, Ordering::Relaxed);
             let method = if result == CodeCheck::Totp {
                 "totp"
             } else {
                 "recovery code"
             };
-            audit::record(
-                &state.db,
+            audit::append(
+                &mut tx,
                 now,
                 &pending.actor(),
                 "sign_in",
@@ -279,8 +295,8 @@ async fn sign_in_code_post(
             )
             .await?;
             if let CodeCheck::Recovery { left } = result {
-                audit::record(
-                    &state.db,
+                audit::append(
+                    &mut tx,
                     now,
                     &pending.actor(),
                     "recovery_code_used",
@@ -289,10 +305,11 @@ async fn sign_in_code_post(
                 )
                 .await?;
             }
+            tx.commit().await?;
             Ok(redirect_with_session("/", &value, state.settings.https))
         }
         CodeCheck::Replayed | CodeCheck::Wrong => {
-            throttle::fail(&state.db, now, &user.email, &pending.address).await?;
+            throttle::fail(&mut tx, now, &user.email, &pending.address).await?;
             state
                 .metrics
                 .sign_in_failures
@@ -302,8 +319,8 @@ async fn sign_in_code_post(
             } else {
                 "wrong code"
             };
-            audit::record(
-                &state.db,
+            audit::append(
+                &mut tx,
                 now,
                 &pending.actor(),
                 "sign_in_failed",
@@ -311,6 +328,7 @@ async fn sign_in_code_post(
                 json!({ "step": "code", "reason": reason }),
             )
             .await?;
+            tx.commit().await?;
             let message = if result == CodeCheck::Replayed {
                 "That code has already been used. Wait for your app to show a new code, then enter it."
             } else {
@@ -332,15 +350,17 @@ async fn sign_out_post(
         if let sessions::Lookup::Active(s) =
             sessions::find(&state.db, now, &state.settings.sessions, &value).await?
         {
-            sessions::end(&state.db, &s.hash).await?;
-            if let Some(user) = accounts::by_id(&state.db, s.user_id).await? {
+            let mut tx = state.db.begin().await?;
+            sessions::end(&mut tx, &s.hash).await?;
+            if let Some(user) = accounts::by_id_in(&mut tx, s.user_id).await? {
                 let actor = Actor {
                     user_id: Some(user.id),
                     label: user.email.clone(),
                     address,
                 };
-                audit::record(&state.db, now, &actor, "sign_out", &user.email, json!({})).await?;
+                audit::append(&mut tx, now, &actor, "sign_out", &user.email, json!({})).await?;
             }
+            tx.commit().await?;
         }
     }
     Ok((
@@ -475,7 +495,7 @@ async fn start_enrolment(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("unknown");
     let value = sessions::start(
-        &state.db,
+        &mut *state.db.pool().acquire().await?,
         state.clock.now(),
         user_id,
         Stage::Enrol,
@@ -629,10 +649,10 @@ async fn totp_enrol_post(
         )
             .into_response());
     };
-    let value = sessions::advance(&state.db, now, &pending.session, Stage::Full).await?;
-    state.metrics.sign_ins.fetch_add(1, Ordering::Relaxed);
-    audit::record(
-        &state.db,
+    let mut tx = state.db.begin().await?;
+    let value = sessions::advance(&mut tx, now, &pending.session, Stage::Full).await?;
+    audit::append(
+        &mut tx,
         now,
         &pending.actor(),
         "sign_in",
@@ -640,6 +660,8 @@ async fn totp_enrol_post(
         json!({ "second_factor": "totp enrolment" }),
     )
     .await?;
+    tx.commit().await?;
+    state.metrics.sign_ins.fetch_add(1, Ordering::Relaxed);
     let layout = Layout {
         user: Some(super::templates::NavUser {
             name: pending.user.name.clone(),

@@ -120,10 +120,12 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authenticat
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let auth = if let Some(secret) = bearer {
-        let token = tokens::authenticate(&state.db, now, secret)
+        // The use is recorded (last_used_at and the audit record) in one transaction.
+        let mut tx = state.db.begin().await?;
+        let token = tokens::authenticate(&mut tx, now, secret)
             .await?
             .ok_or(Error::NotSignedIn)?;
-        let user = accounts::by_id(&state.db, token.user_id)
+        let user = accounts::by_id_in(&mut tx, token.user_id)
             .await?
             .filter(|u| !u.disabled)
             .ok_or(Error::NotSignedIn)?;
@@ -138,8 +140,8 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authenticat
             label: user.email.clone(),
             address: address.clone(),
         };
-        audit::record(
-            &state.db,
+        audit::append(
+            &mut tx,
             now,
             &actor,
             "token_used",
@@ -147,6 +149,7 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authenticat
             serde_json::json!({ "token_id": token.id, "token": token.name, "path": parts.uri.path() }),
         )
         .await?;
+        tx.commit().await?;
         Authenticated {
             user,
             session: None,
@@ -171,7 +174,7 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authenticat
             .await?
             .ok_or(Error::NotSignedIn)?;
         if user.disabled {
-            sessions::end(&state.db, &session.hash).await?;
+            sessions::end(&mut *state.db.pool().acquire().await?, &session.hash).await?;
             return Err(Error::SessionEnded);
         }
         Authenticated {
