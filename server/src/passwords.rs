@@ -110,15 +110,35 @@ pub fn verify(password: &str, stored: Option<&str>) -> bool {
     ok && real
 }
 
-/// Runs [`hash`] on a blocking thread.
+/// At most one Argon2id computation per CPU at a time: each takes 19 MiB, and a burst of
+/// sign-ins on unbounded blocking threads made the allocator keep about 1 GiB.
+fn argon2_permits() -> &'static tokio::sync::Semaphore {
+    static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(|| {
+        tokio::sync::Semaphore::new(
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(2),
+        )
+    })
+}
+
+/// Runs [`hash`] on a blocking thread (one per CPU at most).
 pub async fn hash_async(password: zeroize::Zeroizing<String>) -> Result<String, crate::Error> {
+    let _permit = argon2_permits()
+        .acquire()
+        .await
+        .map_err(|e| crate::Error::Internal(e.to_string()))?;
     tokio::task::spawn_blocking(move || hash(&password))
         .await
         .map_err(|e| crate::Error::Internal(e.to_string()))?
 }
 
-/// Runs [`verify`] on a blocking thread.
+/// Runs [`verify`] on a blocking thread (one per CPU at most).
 pub async fn verify_async(password: zeroize::Zeroizing<String>, stored: Option<String>) -> bool {
+    let Ok(_permit) = argon2_permits().acquire().await else {
+        return false;
+    };
     tokio::task::spawn_blocking(move || verify(&password, stored.as_deref()))
         .await
         .unwrap_or(false)
