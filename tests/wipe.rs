@@ -18,6 +18,7 @@ use safehand_tests::{external_tool, workspace_binary};
 
 mod passes;
 mod proof;
+mod register;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -72,8 +72,9 @@ Exit codes:\n  0  ERASED: every pass written in full and every verified pass rea
 2  bad usage\n  \
 3  FAILED: a write or read error, short write or verification mismatch (ranges in the certificate)\n  \
 4  INCOMPLETE: stopped by Ctrl-C or a kill signal (the certificate says how far it got)\n  \
-5  UNVERIFIED: written without error but not read back (--verify none)\n\
-A signed certificate is written for results 0, 3, 4 and 5."
+5  UNVERIFIED: written without error but not read back (--verify none)\n  \
+6  ERASED, but the upload to --report-to failed (the certificate is written locally; upload it later)\n\
+A signed certificate is written for results 0, 3, 4, 5 and 6."
     )]
     Wipe(WipeArgs),
     /// Work with certificates of erasure.
@@ -243,6 +244,13 @@ pub struct WipeArgs {
     /// The operator's signing key (default: the key `safehand cert key` manages).
     #[arg(long, value_name = "KEY")]
     pub key: Option<PathBuf>,
+    /// After the wipe, upload the certificate to the register of this Safehand server
+    /// (https://...). The certificate is written locally first, whatever happens.
+    #[arg(long, value_name = "URL", requires = "token_file")]
+    pub report_to: Option<String>,
+    /// The file holding the API token for --report-to (mode 0600).
+    #[arg(long, value_name = "F", requires = "report_to")]
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,6 +274,21 @@ pub enum CertCommand {
         certificate: PathBuf,
         #[arg(short = 'o', long, value_name = "OUT.pdf")]
         output: PathBuf,
+    },
+    /// Upload a certificate to the register of a Safehand server.
+    #[command(
+        after_help = "Example:\n  safehand cert upload sdb.json --server https://safehand.school.sch.uk --token-file ~/.config/safehand/token\n\
+The token is an API token with the technician role (account page); keep its file private (chmod 600)."
+    )]
+    Upload {
+        #[arg(value_name = "CERT.json")]
+        certificate: PathBuf,
+        /// The Safehand server (https://...).
+        #[arg(long, value_name = "URL")]
+        server: String,
+        /// The file holding the API token (mode 0600).
+        #[arg(long, value_name = "F")]
+        token_file: PathBuf,
     },
     /// Show the operator's signing key, creating it (0600) if there is none.
     Key {

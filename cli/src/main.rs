@@ -5,6 +5,7 @@ mod args;
 mod cmd;
 mod keys;
 mod progress;
+mod report;
 mod streams;
 mod usage;
 mod wipe;

@@ -153,6 +153,79 @@ pub async fn record(
     Ok(())
 }
 
+/// Appends one record inside the caller's transaction, so that the record and the action it
+/// describes commit (or roll back) together. Another instance appending at the same moment
+/// makes the insert lose on `prev_hash`; a savepoint lets it retry on the new head without
+/// abandoning the caller's transaction.
+pub async fn record_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    now: UnixTime,
+    actor: &Actor,
+    action: &str,
+    subject: &str,
+    details: serde_json::Value,
+) -> Result<()> {
+    use sqlx::Acquire;
+    let details = details.to_string();
+    for _ in 0..50 {
+        let mut savepoint = tx.begin().await?;
+        let head = sqlx::query("select seq, hash from audit_log order by seq desc limit 1")
+            .fetch_optional(&mut *savepoint)
+            .await?;
+        let (seq, prev_hash) = match head {
+            Some(row) => (
+                row.try_get::<i64, _>("seq")? + 1,
+                row.try_get::<String, _>("hash")?,
+            ),
+            None => (1, GENESIS.to_string()),
+        };
+        let mut r = Record {
+            seq,
+            at: now,
+            actor_id: actor.user_id,
+            actor: actor.label.clone(),
+            action: action.to_string(),
+            subject: subject.to_string(),
+            address: actor.address.clone(),
+            details: details.clone(),
+            prev_hash,
+            hash: String::new(),
+        };
+        r.hash = record_hash(&r);
+        let inserted = sqlx::query(
+            "insert into audit_log (seq, at, actor_id, actor, action, subject, address, details, prev_hash, hash) \
+             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(seq)
+        .bind(now)
+        .bind(actor.user_id)
+        .bind(&actor.label)
+        .bind(action)
+        .bind(subject)
+        .bind(&actor.address)
+        .bind(&details)
+        .bind(&r.prev_hash)
+        .bind(&r.hash)
+        .execute(&mut *savepoint)
+        .await;
+        match inserted {
+            Ok(_) => {
+                savepoint.commit().await?;
+                return Ok(());
+            }
+            Err(e) if is_unique_violation(&e) => {
+                savepoint.rollback().await?;
+                tokio::task::yield_now().await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(crate::Error::Internal(
+        "could not append to the audit log: too much contention".into(),
+    ))
+}
+
 fn row_to_record(row: &sqlx::any::AnyRow) -> Result<Record, sqlx::Error> {
     Ok(Record {
         seq: row.try_get("seq")?,

@@ -25,6 +25,7 @@ pub mod leases;
 pub mod mail;
 pub mod metrics;
 pub mod passwords;
+pub mod register;
 pub mod sessions;
 pub mod throttle;
 pub mod tls;

@@ -141,3 +141,62 @@ fn pages_in_headless_chromium() {
     );
     run_node(&node, &browser_dir, "idle", &server, &state_file);
 }
+
+#[test]
+fn register_pages_in_headless_chromium() {
+    use safehand_crypto::certificate::{sign_certificate, SigningKey, WipeCertificate};
+    let (Some(_chromium), Some(node), Some(npm)) =
+        (tool("/usr/bin/chromium"), tool("node"), tool("npm"))
+    else {
+        return;
+    };
+    let browser_dir = repo_root().join("tests/browser");
+    if !browser_dir.join("node_modules/playwright-core").is_dir() {
+        let status = Command::new(npm)
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&browser_dir)
+            .status()
+            .expect("npm ci");
+        assert!(status.success(), "npm ci in tests/browser failed");
+    }
+    let data = tempfile::tempdir().unwrap();
+    let key = SigningKey::generate();
+    let mut cert = WipeCertificate::example();
+    cert.device.serial = Some("SN-BROWSER-1".into());
+    cert.asset_tag = Some("LT-100".into());
+    let cert_file = data.path().join("wipe.json");
+    std::fs::write(&cert_file, sign_certificate(&cert, &key).unwrap()).unwrap();
+    let bad_csv = data.path().join("bad.csv");
+    std::fs::write(
+        &bad_csv,
+        "asset_tag,kind,storage_media,personal_data\nIP-1,tablet,T1,yes\nIP-2,fridge,T2,no\n",
+    )
+    .unwrap();
+    let server = start_server(&data.path().join("server"), &[]);
+    let out = Command::new(node)
+        .arg("register.mjs")
+        .current_dir(&browser_dir)
+        .env("BASE_URL", &server.base)
+        .env(
+            "SETUP_URL",
+            server
+                .setup_url
+                .as_deref()
+                .expect("first run prints a setup link"),
+        )
+        .env("CERT_FILE", &cert_file)
+        .env("PUBLIC_KEY", key.public_key().to_string())
+        .env("BAD_CSV", &bad_csv)
+        .output()
+        .expect("run node");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "browser register test failed:\n{text}"
+    );
+}

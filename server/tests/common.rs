@@ -324,6 +324,9 @@ impl Browser {
     pub async fn post(&mut self, app: &TestApp, path: &str, fields: &[(&str, &str)]) -> Page {
         post(&app.state, &mut self.jar, path, fields).await
     }
+    pub async fn send_req(&mut self, app: &TestApp, request: Request<Body>) -> Page {
+        send(&app.state, &mut self.jar, request).await
+    }
 }
 
 fn cookie_header(jar: &BTreeMap<String, String>) -> String {

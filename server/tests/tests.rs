@@ -13,5 +13,6 @@ mod blobs;
 mod browser;
 mod key_rotation;
 mod mail;
+mod register;
 mod router;
 mod tls;

@@ -1,4 +1,4 @@
-//! `safehand cert verify|show|pdf|key`.
+//! `safehand cert verify|show|pdf|upload|key`.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -145,6 +145,28 @@ pub fn run(command: CertCommand) -> anyhow::Result<ExitCode> {
                 &render_pdf(&verified.certificate, &verified.signer),
             )?;
             eprintln!("safehand: PDF written to {}", output.display());
+        }
+        CertCommand::Upload {
+            certificate,
+            server,
+            token_file,
+        } => {
+            let destination = crate::report::destination(&server, &token_file)?;
+            // Check it here first: a changed file gets a clear local message.
+            read_verified(&certificate, None)?;
+            let bytes = std::fs::read(&certificate)
+                .with_context(|| format!("cannot read {}", certificate.display()))?;
+            let receipt = destination.upload(&bytes).with_context(|| {
+                format!(
+                    "{} was not uploaded to {}",
+                    certificate.display(),
+                    destination.server()
+                )
+            })?;
+            println!("{}", receipt.message);
+            if !receipt.url.is_empty() {
+                println!("{}", receipt.url);
+            }
         }
         CertCommand::Key { key } => {
             let path = match key {

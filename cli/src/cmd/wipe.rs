@@ -1,7 +1,9 @@
 //! `safehand wipe`: identify, refuse or confirm, overwrite and verify, then sign a certificate.
 //!
 //! Exit codes: 0 ERASED; 1 nothing was written (refused, not confirmed, bad input); 2 bad
-//! usage; 3 FAILED; 4 INCOMPLETE (interrupted); 5 UNVERIFIED (`--verify none`).
+//! usage; 3 FAILED; 4 INCOMPLETE (interrupted); 5 UNVERIFIED (`--verify none`); 6 ERASED but
+//! the upload to `--report-to` failed (the certificate is on disk; the message says how to
+//! upload it later).
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
@@ -259,6 +261,11 @@ pub fn run(args: WipeArgs) -> anyhow::Result<ExitCode> {
             target.facts.kind
         )));
     }
+    // The server and token are checked before anything is destroyed, too.
+    let destination = match (&args.report_to, &args.token_file) {
+        (Some(server), Some(token_file)) => Some(crate::report::destination(server, token_file)?),
+        _ => None,
+    };
     // The key comes before anything is destroyed: a wipe must always end in a certificate.
     let key_path = match &args.key {
         Some(path) => path.clone(),
@@ -452,6 +459,31 @@ pub fn run(args: WipeArgs) -> anyhow::Result<ExitCode> {
         "NIST SP 800-88 category: {} ({})",
         certificate.nist.category, certificate.nist.reason
     );
+    if let (Some(destination), Some(token_file)) = (&destination, &args.token_file) {
+        match destination.upload(&signed) {
+            Ok(receipt) => {
+                eprintln!("safehand: certificate uploaded to {}", destination.server());
+                println!("{}", receipt.message);
+                if !receipt.url.is_empty() {
+                    println!("{}", receipt.url);
+                }
+            }
+            Err(err) => {
+                eprintln!(
+                    "safehand: error: the certificate was NOT uploaded to {}: {err:#}\n\
+                     It is saved at {}. Upload it later with:\n  safehand cert upload {} --server {} --token-file {}",
+                    destination.server(),
+                    certificate_path.display(),
+                    certificate_path.display(),
+                    destination.server(),
+                    token_file.display()
+                );
+                if result == WipeResult::Erased {
+                    return Ok(ExitCode::from(6));
+                }
+            }
+        }
+    }
     Ok(exit_code(result))
 }
 

@@ -63,6 +63,21 @@ pub(super) async fn failures_for(state: &AppState, email: &str) -> Result<Vec<Fa
         .collect())
 }
 
+/// The account page showing errors of the signing-key form (which the register module handles).
+pub(super) async fn account_with_errors(
+    state: &AppState,
+    auth: &Authenticated,
+    csrf: &str,
+    errors: FormErrors,
+    key_text: &str,
+    key_label: &str,
+) -> Result<Response> {
+    let mut page = account_page(state, auth, csrf, errors, None, "").await?;
+    page.key_text = key_text.to_string();
+    page.key_label = key_label.to_string();
+    Ok((StatusCode::BAD_REQUEST, render(&page)).into_response())
+}
+
 async fn account_page(
     state: &AppState,
     auth: &Authenticated,
@@ -121,6 +136,10 @@ async fn account_page(
         errors,
         notice,
         token_name: token_name.to_string(),
+        is_technician: auth.user.has(Role::Technician),
+        signing_keys: super::register::key_rows(state, auth.user.id).await?,
+        key_text: String::new(),
+        key_label: String::new(),
     })
 }
 

@@ -666,6 +666,7 @@ async fn totp_enrol_post(
         user: Some(super::templates::NavUser {
             name: pending.user.name.clone(),
             is_admin: pending.user.has(accounts::Role::Admin),
+            is_register: crate::register::may_use_register(&pending.user),
         }),
         csrf: form.csrf.clone(),
     };

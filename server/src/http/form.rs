@@ -138,3 +138,110 @@ impl FromRequest<AppState> for Form {
         })
     }
 }
+
+/// A file sent with a multipart form.
+#[derive(Debug)]
+pub struct UploadedFile {
+    /// The form field it came in.
+    pub field: String,
+    /// The file name the browser gave (untrusted; shown and offered back only after cleaning).
+    pub file_name: String,
+    /// The content type the browser gave.
+    pub content_type: String,
+    /// The bytes (bounded by the route's body limit).
+    pub bytes: Vec<u8>,
+}
+
+/// A submitted multipart form (file upload) whose CSRF token has been checked.
+#[derive(Debug)]
+pub struct UploadForm {
+    fields: Vec<(String, String)>,
+    files: Vec<UploadedFile>,
+    /// A fresh token for re-rendering the form.
+    pub csrf: String,
+}
+
+impl UploadForm {
+    /// The first value of a text field, or "" when absent.
+    pub fn get(&self, name: &str) -> &str {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("")
+    }
+
+    /// Takes the file sent in field `name` (None when no file was chosen).
+    pub fn take_file(&mut self, name: &str) -> Option<UploadedFile> {
+        let at = self
+            .files
+            .iter()
+            .position(|f| f.field == name && !(f.bytes.is_empty() && f.file_name.is_empty()))?;
+        Some(self.files.remove(at))
+    }
+}
+
+impl FromRequest<AppState> for UploadForm {
+    type Rejection = Error;
+
+    async fn from_request(request: Request<Body>, state: &AppState) -> Result<Self, Error> {
+        let expected = request
+            .extensions()
+            .get::<CsrfCookie>()
+            .map(|c| state.keys.csrf_token(&c.0))
+            .ok_or_else(|| Error::Internal("CSRF layer missing".into()))?;
+        let mut multipart = axum::extract::Multipart::from_request(request, state)
+            .await
+            .map_err(|_| {
+                Error::BadInput(
+                    "This page expects a form with a file, sent from the service's own pages."
+                        .into(),
+                )
+            })?;
+        let too_large = || {
+            Error::BadInput(
+                "The upload was too large or was cut off. Choose a smaller file and try again."
+                    .into(),
+            )
+        };
+        let mut fields = Vec::new();
+        let mut files = Vec::new();
+        while let Some(field) = multipart.next_field().await.map_err(|_| too_large())? {
+            let name = field.name().unwrap_or("").to_string();
+            match field.file_name().map(str::to_string) {
+                Some(file_name) => {
+                    let content_type = field.content_type().unwrap_or("").to_string();
+                    let bytes = field.bytes().await.map_err(|_| too_large())?;
+                    files.push(UploadedFile {
+                        field: name,
+                        file_name,
+                        content_type,
+                        bytes: bytes.to_vec(),
+                    });
+                }
+                None => {
+                    let text = field.text().await.map_err(|_| too_large())?;
+                    if text.contains('\0') {
+                        return Err(Error::BadInput(
+                            "The form contained characters the service cannot accept.".into(),
+                        ));
+                    }
+                    fields.push((name, text));
+                }
+            }
+        }
+        let sent = fields
+            .iter()
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.as_str())
+            .unwrap_or("");
+        if !same(sent, &expected) {
+            return Err(Error::Csrf);
+        }
+        Ok(Self {
+            fields,
+            files,
+            csrf: expected,
+        })
+    }
+}

@@ -11,6 +11,8 @@ mod form;
 mod health;
 mod home;
 mod layers;
+mod register;
+mod register_api;
 mod templates;
 
 pub use error::ErrorInfo;
@@ -38,9 +40,12 @@ pub fn router(state: AppState) -> Router {
         .merge(home::router())
         .merge(account::router())
         .merge(admin::router())
+        .merge(register::router())
         .nest(
             "/api/v1",
-            api::router().layer(map_response(error::json_errors)),
+            api::router()
+                .merge(register_api::router())
+                .layer(map_response(error::json_errors)),
         )
         .route("/static/style.css", get(layers::stylesheet))
         .fallback(error::not_found)

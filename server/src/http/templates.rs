@@ -24,6 +24,8 @@ pub(super) fn render<T: Template>(page: &T) -> Response {
 pub(super) struct NavUser {
     pub name: String,
     pub is_admin: bool,
+    /// Technicians and admins see the equipment register.
+    pub is_register: bool,
 }
 
 /// What every page's layout needs.
@@ -48,6 +50,8 @@ impl Layout {
             user: Some(NavUser {
                 name: auth.user.name.clone(),
                 is_admin: auth.has(crate::accounts::Role::Admin),
+                is_register: auth.has(crate::accounts::Role::Admin)
+                    || auth.has(crate::accounts::Role::Technician),
             }),
             csrf: csrf.to_string(),
         }
@@ -202,6 +206,11 @@ pub(super) struct AccountPage {
     pub errors: FormErrors,
     pub notice: Option<String>,
     pub token_name: String,
+    /// Technicians register the public keys that sign their wipe certificates.
+    pub is_technician: bool,
+    pub signing_keys: Vec<super::register::KeyRow>,
+    pub key_text: String,
+    pub key_label: String,
 }
 
 #[derive(Template)]

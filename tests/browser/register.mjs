@@ -1,0 +1,204 @@
+// The equipment and disposal register in headless Chromium, with an axe-core check on every
+// page (any serious or critical violation fails the run): first-run admin, a technician who
+// registers their signing key, adds an asset (with and without errors), imports a CSV with
+// bad rows, uploads a signed wipe certificate, and fills in the disposal form; the admin
+// authorises; the technician completes; the disposal report shows it.
+//
+//   BASE_URL=... SETUP_URL=... CERT_FILE=... PUBLIC_KEY=... BAD_CSV=... node register.mjs
+import { chromium } from 'playwright-core';
+import { createRequire } from 'node:module';
+import { createHmac } from 'node:crypto';
+
+const require = createRequire(import.meta.url);
+const AXE = require.resolve('axe-core/axe.min.js');
+const BASE = process.env.BASE_URL;
+const failures = [];
+const checked = [];
+
+function check(condition, message) {
+  if (!condition) throw new Error(`check failed: ${message}`);
+}
+
+// ---- TOTP (RFC 6238, SHA-1, 6 digits, 30 s) ----
+function base32Decode(s) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of s.replace(/=+$/, '').toUpperCase()) {
+    const v = alphabet.indexOf(c);
+    if (v >= 0) bits += v.toString(2).padStart(5, '0');
+  }
+  const bytes = [];
+  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
+  return Buffer.from(bytes);
+}
+function totp(secret, step) {
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(step));
+  const mac = createHmac('sha1', base32Decode(secret)).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0xf;
+  return ((mac.readUInt32BE(offset) & 0x7fffffff) % 1000000).toString().padStart(6, '0');
+}
+
+async function axeCheck(page, label) {
+  await page.addScriptTag({ path: AXE });
+  const results = await page.evaluate(async () =>
+    // eslint-disable-next-line no-undef
+    await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice'] } }));
+  const bad = results.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  checked.push(`${label} (${results.violations.length} minor or moderate notes)`);
+  for (const v of bad) {
+    failures.push(`${label}: [${v.impact}] ${v.id}: ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+  }
+}
+
+async function submit(page, selector = 'main button[type=submit]') {
+  await Promise.all([page.waitForLoadState('load'), page.click(selector)]);
+}
+
+async function enrol(page, password) {
+  await page.fill('#password', password);
+  await page.fill('#confirm', password);
+  await submit(page);
+  const secret = (await page.textContent('#totp-secret')).trim();
+  await page.fill('#code', totp(secret, Math.floor(Date.now() / 30000)));
+  await submit(page);
+  await Promise.all([page.waitForLoadState('load'), page.click('text=I have saved my recovery codes')]);
+}
+
+const contextOptions = { bypassCSP: true, viewport: { width: 1024, height: 900 } };
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+  try {
+    // ---- the admin, and a technician ----
+    const ctxA = await browser.newContext(contextOptions);
+    const a = await ctxA.newPage();
+    await a.goto(process.env.SETUP_URL);
+    await a.fill('#name', 'Ada Admin');
+    await a.fill('#email', 'ada@school.sch.uk');
+    await enrol(a, 'kettle orbit lantern');
+    await a.goto(`${BASE}/admin/users`);
+    await a.fill('#name', 'Tess Tech');
+    await a.fill('#email', 'tess@school.sch.uk');
+    await a.uncheck('#role-staff');
+    await a.check('#role-technician');
+    await Promise.all([a.waitForLoadState('load'), a.click('text=Create user')]);
+    const link = await a.inputValue('#link');
+    const ctxT = await browser.newContext(contextOptions);
+    const t = await ctxT.newPage();
+    await t.goto(link);
+    await enrol(t, 'marble harbour window');
+
+    // ---- the technician registers their signing key ----
+    await t.goto(`${BASE}/account`);
+    await t.fill('#key_label', 'IT office PC');
+    await t.fill('#public_key', 'not a key');
+    await submit(t, 'text=Register key');
+    check((await t.textContent('.error-summary')).includes('Paste the public key exactly'), 'a bad key is refused with a message');
+    await axeCheck(t, 'account: key with error');
+    await t.fill('#public_key', process.env.PUBLIC_KEY);
+    await submit(t, 'text=Register key');
+    check((await t.textContent('#signing-keys ~ .table-wrap')).includes(process.env.PUBLIC_KEY), 'key listed on the account page');
+    await axeCheck(t, 'account: signing keys');
+
+    // ---- the register: add an asset ----
+    await t.click('text=Equipment register');
+    await t.waitForLoadState('load');
+    await axeCheck(t, 'register: assets (empty)');
+    await Promise.all([t.waitForLoadState('load'), t.click('text=Add an asset')]);
+    await axeCheck(t, 'register: new asset');
+    await t.fill('#tag', 'LT-100');
+    await t.selectOption('#kind', 'laptop');
+    await submit(t, 'text=Save asset');
+    const errors = await t.$$eval('.error-summary a', (els) => els.map((e) => e.getAttribute('href')));
+    check(errors.includes('#personal_data') && errors.includes('#storage_media'), `asset errors link to fields (${errors})`);
+    await axeCheck(t, 'register: new asset with errors');
+    await t.fill('#make', 'Lenovo');
+    await t.fill('#model', 'ThinkPad E14');
+    await t.fill('#location', 'Room 12');
+    await t.fill('#storage_media', 'SN-BROWSER-1 (256 GB SSD)');
+    await t.check('#personal_data');
+    await submit(t, 'text=Save asset');
+    check((await t.textContent('h1')).includes('Asset LT-100'), 'asset page after saving');
+    await axeCheck(t, 'register: asset');
+    const assetUrl = t.url();
+    await t.goto(`${BASE}/register?q=thinkpad`);
+    check((await t.textContent('tbody')).includes('LT-100'), 'search finds the asset');
+    await axeCheck(t, 'register: search results');
+
+    // ---- CSV import with bad rows ----
+    await t.goto(`${BASE}/register/import`);
+    await axeCheck(t, 'register: import');
+    await t.setInputFiles('#file', process.env.BAD_CSV);
+    await submit(t, 'text=Import');
+    const problems = await t.textContent('#import-problems');
+    check(problems.includes('Choose the kind') && /\b3\b/.test(problems), `import problems listed with line numbers (${problems})`);
+    check((await t.textContent('.error-summary')).includes('Nothing was imported'), 'nothing imported');
+    await axeCheck(t, 'register: import with problems');
+
+    // ---- upload the wipe certificate ----
+    await t.goto(`${BASE}/register/certificates`);
+    await axeCheck(t, 'register: certificates');
+    await t.setInputFiles('#certificate', process.env.CERT_FILE);
+    await submit(t, 'text=Upload certificate');
+    check((await t.textContent('#verification')).includes('Verifies.'), 'certificate verifies');
+    check((await t.textContent('#cert-medium')).includes('LT-100: SN-BROWSER-1'), 'matched to the storage medium by serial');
+    await axeCheck(t, 'register: certificate');
+
+    // ---- the disposal form ----
+    await t.goto(assetUrl);
+    await submit(t, 'text=Start a disposal record');
+    await axeCheck(t, 'register: new disposal record');
+    await t.fill('#disposal_date', '2026-01-15');
+    await t.check('#method');
+    await t.fill('#receiver_name', 'Green IT Recycling Ltd');
+    await t.check('#receiver_kind');
+    await t.fill('#receiver_registration', 'CBDU123456');
+    await t.check('#licence_checked');
+    await submit(t, 'text=Save details');
+    check((await t.textContent('.notice')).includes('Disposal record saved.'), 'disposal saved');
+    await submit(t, 'text=Complete the disposal record');
+    check((await t.textContent('.error-summary')).includes('must authorise it'), 'completion refused without authorisation');
+    await axeCheck(t, 'register: disposal refused');
+    const disposalUrl = t.url().replace(/\/complete$/, '');
+
+    // ---- the admin authorises; the technician completes ----
+    await a.goto(disposalUrl);
+    await axeCheck(a, 'register: disposal (admin)');
+    await submit(a, 'text=Authorise this disposal');
+    check((await a.textContent('#authorised')).includes('Ada Admin'), 'authorised by the admin');
+    await t.goto(disposalUrl);
+    await submit(t, 'text=Complete the disposal record');
+    check((await t.textContent('.notice')).includes('completed'), 'disposal completed');
+    check((await t.textContent('#evidence')).includes('ERASED'), 'evidence shown');
+    await axeCheck(t, 'register: completed disposal');
+
+    // ---- the report ----
+    await t.goto(`${BASE}/register/report`);
+    await t.fill('#from', '2026-01-01');
+    await t.fill('#to', '2026-12-31');
+    await submit(t, 'text=Show disposals');
+    check((await t.textContent('tbody')).includes('LT-100'), 'report lists the disposal');
+    await axeCheck(t, 'register: disposal report');
+    await t.goto(`${BASE}/register/disposals`);
+    await axeCheck(t, 'register: disposal records');
+  } finally {
+    await browser.close();
+  }
+}
+
+try {
+  await main();
+} catch (e) {
+  failures.push(String(e && e.stack ? e.stack : e));
+}
+console.log(`axe-core checked ${checked.length} pages:\n  ${checked.join('\n  ')}`);
+if (failures.length) {
+  console.error(`FAILED:\n  ${failures.join('\n  ')}`);
+  process.exit(1);
+}
+console.log('browser register pages passed');
