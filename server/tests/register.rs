@@ -304,7 +304,10 @@ async fn csv_import_reports_every_bad_row_and_imports_nothing(backend: Backend) 
         (5, "Enter the purchase date as year-month-day"),
         (6, "Say whether it may hold personal data"),
         (6, "The storage medium serial DMP1 is also on line 2."),
-        (7, "The storage medium serial OLD-1 is already recorded in asset LT-001."),
+        (
+            7,
+            "The storage medium serial OLD-1 is already recorded in asset LT-001.",
+        ),
     ] {
         let row = format!("<tr><td>{line}</td><td>{text}");
         assert!(
