@@ -97,11 +97,11 @@ async function main() {
     await t.goto(`${BASE}/account`);
     await t.fill('#key_label', 'IT office PC');
     await t.fill('#public_key', 'not a key');
-    await submit(t, 'text=Register key');
+    await submit(t, 'main button:has-text("Register key")');
     check((await t.textContent('.error-summary')).includes('Paste the public key exactly'), 'a bad key is refused with a message');
     await axeCheck(t, 'account: key with error');
     await t.fill('#public_key', process.env.PUBLIC_KEY);
-    await submit(t, 'text=Register key');
+    await submit(t, 'main button:has-text("Register key")');
     check((await t.textContent('#signing-keys ~ .table-wrap')).includes(process.env.PUBLIC_KEY), 'key listed on the account page');
     await axeCheck(t, 'account: signing keys');
 
@@ -113,7 +113,7 @@ async function main() {
     await axeCheck(t, 'register: new asset');
     await t.fill('#tag', 'LT-100');
     await t.selectOption('#kind', 'laptop');
-    await submit(t, 'text=Save asset');
+    await submit(t, 'main button:has-text("Save asset")');
     const errors = await t.$$eval('.error-summary a', (els) => els.map((e) => e.getAttribute('href')));
     check(errors.includes('#personal_data') && errors.includes('#storage_media'), `asset errors link to fields (${errors})`);
     await axeCheck(t, 'register: new asset with errors');
@@ -122,7 +122,7 @@ async function main() {
     await t.fill('#location', 'Room 12');
     await t.fill('#storage_media', 'SN-BROWSER-1 (256 GB SSD)');
     await t.check('#personal_data');
-    await submit(t, 'text=Save asset');
+    await submit(t, 'main button:has-text("Save asset")');
     check((await t.textContent('h1')).includes('Asset LT-100'), 'asset page after saving');
     await axeCheck(t, 'register: asset');
     const assetUrl = t.url();
@@ -134,9 +134,9 @@ async function main() {
     await t.goto(`${BASE}/register/import`);
     await axeCheck(t, 'register: import');
     await t.setInputFiles('#file', process.env.BAD_CSV);
-    await submit(t, 'text=Import');
-    const problems = await t.textContent('#import-problems');
-    check(problems.includes('Choose the kind') && /\b3\b/.test(problems), `import problems listed with line numbers (${problems})`);
+    await submit(t, 'main button:has-text("Import")');
+    const problems = await t.$$eval('#import-problems tbody tr', (rows) => rows.map((r) => [r.cells[0].textContent, r.cells[1].textContent]));
+    check(problems.length === 1 && problems[0][0] === '3' && problems[0][1].includes('Choose the kind'), `import problems listed with line numbers (${JSON.stringify(problems)})`);
     check((await t.textContent('.error-summary')).includes('Nothing was imported'), 'nothing imported');
     await axeCheck(t, 'register: import with problems');
 
@@ -144,14 +144,14 @@ async function main() {
     await t.goto(`${BASE}/register/certificates`);
     await axeCheck(t, 'register: certificates');
     await t.setInputFiles('#certificate', process.env.CERT_FILE);
-    await submit(t, 'text=Upload certificate');
+    await submit(t, 'main button:has-text("Upload certificate")');
     check((await t.textContent('#verification')).includes('Verifies.'), 'certificate verifies');
     check((await t.textContent('#cert-medium')).includes('LT-100: SN-BROWSER-1'), 'matched to the storage medium by serial');
     await axeCheck(t, 'register: certificate');
 
     // ---- the disposal form ----
     await t.goto(assetUrl);
-    await submit(t, 'text=Start a disposal record');
+    await submit(t, 'main button:has-text("Start a disposal record")');
     await axeCheck(t, 'register: new disposal record');
     await t.fill('#disposal_date', '2026-01-15');
     await t.check('#method');
@@ -159,9 +159,9 @@ async function main() {
     await t.check('#receiver_kind');
     await t.fill('#receiver_registration', 'CBDU123456');
     await t.check('#licence_checked');
-    await submit(t, 'text=Save details');
+    await submit(t, 'main button:has-text("Save details")');
     check((await t.textContent('.notice')).includes('Disposal record saved.'), 'disposal saved');
-    await submit(t, 'text=Complete the disposal record');
+    await submit(t, 'main button:has-text("Complete the disposal record")');
     check((await t.textContent('.error-summary')).includes('must authorise it'), 'completion refused without authorisation');
     await axeCheck(t, 'register: disposal refused');
     const disposalUrl = t.url().replace(/\/complete$/, '');
@@ -169,10 +169,10 @@ async function main() {
     // ---- the admin authorises; the technician completes ----
     await a.goto(disposalUrl);
     await axeCheck(a, 'register: disposal (admin)');
-    await submit(a, 'text=Authorise this disposal');
+    await submit(a, 'main button:has-text("Authorise this disposal")');
     check((await a.textContent('#authorised')).includes('Ada Admin'), 'authorised by the admin');
     await t.goto(disposalUrl);
-    await submit(t, 'text=Complete the disposal record');
+    await submit(t, 'main button:has-text("Complete the disposal record")');
     check((await t.textContent('.notice')).includes('completed'), 'disposal completed');
     check((await t.textContent('#evidence')).includes('ERASED'), 'evidence shown');
     await axeCheck(t, 'register: completed disposal');
@@ -181,7 +181,7 @@ async function main() {
     await t.goto(`${BASE}/register/report`);
     await t.fill('#from', '2026-01-01');
     await t.fill('#to', '2026-12-31');
-    await submit(t, 'text=Show disposals');
+    await submit(t, 'main button:has-text("Show disposals")');
     check((await t.textContent('tbody')).includes('LT-100'), 'report lists the disposal');
     await axeCheck(t, 'register: disposal report');
     await t.goto(`${BASE}/register/disposals`);
