@@ -648,9 +648,9 @@ fn audit_details(a: &CheckedAsset) -> serde_json::Value {
 
 /// Adds an asset (checked with [`AssetInput::check`] and [`conflicts`]).
 pub async fn create(db: &Db, now: UnixTime, actor: &Actor, asset: &CheckedAsset) -> Result<i64> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let id = insert_asset(&mut tx, now, asset).await?;
-    audit::record_in(
+    audit::append(
         &mut tx,
         now,
         actor,
@@ -692,7 +692,7 @@ pub async fn update(
             current.tag
         )));
     }
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query(
         "update assets set tag = $1, tag_key = $2, kind = $3, make = $4, model = $5, serial = $6, location = $7, \
          assigned_to = $8, purchase_date = $9, personal_data = $10, status = $11, notes = $12, updated_at = $13 \
@@ -761,7 +761,7 @@ pub async fn update(
             }
         }
     }
-    audit::record_in(
+    audit::append(
         &mut tx,
         now,
         actor,
@@ -1092,11 +1092,11 @@ pub async fn import_csv(
     if checked.is_empty() {
         return refuse(0, "The file has no rows to import under its header.".into());
     }
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     for (_, asset) in &checked {
         insert_asset(&mut tx, now, asset).await?;
     }
-    audit::record_in(
+    audit::append(
         &mut tx,
         now,
         actor,

@@ -97,7 +97,7 @@ pub async fn add_key(
     };
     let text = key.to_string();
     let result: Result<SigningKeyRecord> = async {
-        let mut tx = db.pool().begin().await?;
+        let mut tx = db.begin().await?;
         let row = sqlx::query(
             "insert into signing_keys (user_id, public_key, label, created_at) values ($1, $2, $3, $4) \
              returning key_id, user_id, public_key, label, created_at, revoked_at",
@@ -109,7 +109,7 @@ pub async fn add_key(
         .fetch_one(&mut *tx)
         .await?;
         let record = row_to_key(&row)?;
-        audit::record_in(&mut tx, now, actor, "signing_key_registered", &user.email, json!({ "key_id": record.id, "public_key": text, "label": label })).await?;
+        audit::append(&mut tx, now, actor, "signing_key_registered", &user.email, json!({ "key_id": record.id, "public_key": text, "label": label })).await?;
         tx.commit().await?;
         Ok(record)
     }
@@ -135,7 +135,7 @@ pub async fn revoke_key(
     user: &User,
     key_id: i64,
 ) -> Result<()> {
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let done = sqlx::query("update signing_keys set revoked_at = $1 where key_id = $2 and user_id = $3 and revoked_at is null")
         .bind(now)
         .bind(key_id)
@@ -145,7 +145,7 @@ pub async fn revoke_key(
     if done.rows_affected() != 1 {
         return Err(Error::NotFound);
     }
-    audit::record_in(
+    audit::append(
         &mut tx,
         now,
         actor,
@@ -462,7 +462,7 @@ pub async fn upload(
         }
         None => assets::medium_by_serial(db, &device_serial).await?,
     };
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let row = sqlx::query(&format!(
         "insert into wipe_certificates (certificate_id, document, sha256, signer_key, key_id, result, device_serial, device_model, device_path, asset_tag, operator, method, nist_category, wiped_at, medium_id, uploaded_by, uploaded_at, assigned_by, assigned_at) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) returning {CERT_COLUMNS}"
@@ -496,7 +496,7 @@ pub async fn upload(
         }
     })?;
     let stored = row_to_cert(&row)?;
-    audit::record_in(
+    audit::append(
         &mut tx,
         now,
         actor,
@@ -563,7 +563,7 @@ pub async fn assign(
     let asset = assets::by_id(db, medium.asset_id)
         .await?
         .ok_or(Error::NotFound)?;
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query("update wipe_certificates set medium_id = $1, assigned_by = $2, assigned_at = $3 where cert_row_id = $4")
         .bind(medium.id)
         .bind(user.id)
@@ -571,7 +571,7 @@ pub async fn assign(
         .bind(cert.id)
         .execute(&mut *tx)
         .await?;
-    audit::record_in(
+    audit::append(
         &mut tx,
         now,
         actor,
@@ -755,7 +755,7 @@ pub async fn record_destruction(
         file_name
     };
     let sha = hex::encode(Sha256::digest(&input.file));
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let row = sqlx::query(
         "insert into destructions (medium_id, contractor, reference, destroyed_on, file_name, content_type, file, file_sha256, file_size, recorded_by, recorded_at) \
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) returning destruction_id",
@@ -774,7 +774,7 @@ pub async fn record_destruction(
     .fetch_one(&mut *tx)
     .await?;
     let id: i64 = row.try_get("destruction_id")?;
-    audit::record_in(&mut tx, now, actor, "destruction_recorded", &asset.tag, json!({ "medium": medium.serial, "contractor": contractor, "reference": reference, "destroyed_on": destroyed_on, "file_sha256": sha, "file_size": input.file.len() })).await?;
+    audit::append(&mut tx, now, actor, "destruction_recorded", &asset.tag, json!({ "medium": medium.serial, "contractor": contractor, "reference": reference, "destroyed_on": destroyed_on, "file_sha256": sha, "file_size": input.file.len() })).await?;
     tx.commit().await?;
     Ok(Ok(id))
 }

@@ -462,12 +462,12 @@ pub async fn create(
         Ok(c) => c,
         Err(e) => return Ok(Err(e)),
     };
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let id = insert(&mut tx, now, asset.id, None, &checked, creator).await?;
     assets::set_status(&mut tx, now, asset.id, AssetStatus::AwaitingDisposal).await?;
     let mut d = details(&checked);
     d["disposal_id"] = json!(id);
-    audit::record_in(&mut tx, now, actor, "disposal_created", &asset.tag, d).await?;
+    audit::append(&mut tx, now, actor, "disposal_created", &asset.tag, d).await?;
     tx.commit().await?;
     Ok(Ok(id))
 }
@@ -497,7 +497,7 @@ pub async fn update(
         .await?
         .ok_or(Error::NotFound)?;
     let keep_authorisation = checked.disposed_by == current.disposed_by;
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let done = sqlx::query(
         "update disposals set disposal_date = $1, disposed_by = $2, method = $3, receiver_name = $4, receiver_kind = $5, \
          receiver_registration = $6, licence_checked = $7, licence_notes = $8, pat_date = $9, notes = $10, updated_at = $11, \
@@ -528,7 +528,7 @@ pub async fn update(
     let mut d = details(&checked);
     d["disposal_id"] = json!(id);
     d["authorisation_withdrawn"] = json!(!keep_authorisation && current.authorised_by.is_some());
-    audit::record_in(&mut tx, now, actor, "disposal_updated", &asset.tag, d).await?;
+    audit::append(&mut tx, now, actor, "disposal_updated", &asset.tag, d).await?;
     tx.commit().await?;
     Ok(Ok(()))
 }
@@ -557,7 +557,7 @@ pub async fn authorise(db: &Db, now: UnixTime, actor: &Actor, admin: &User, id: 
     let asset = assets::by_id(db, d.asset_id)
         .await?
         .ok_or(Error::NotFound)?;
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let done = sqlx::query(
         "update disposals set authorised_by = $1, authorised_at = $2, updated_at = $2 where disposal_id = $3 and state = 'draft' and authorised_by is null and disposed_by <> $1",
     )
@@ -571,7 +571,7 @@ pub async fn authorise(db: &Db, now: UnixTime, actor: &Actor, admin: &User, id: 
             "The record changed meanwhile: reload the page and check it again.".into(),
         ));
     }
-    audit::record_in(
+    audit::append(
         &mut tx,
         now,
         actor,
@@ -741,7 +741,7 @@ pub async fn complete(
         return Ok(Err(problems));
     }
     let evidence = evidence(db, &d, &asset).await?;
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let done = sqlx::query("update disposals set state = 'completed', completed_by = $1, completed_at = $2, updated_at = $2 where disposal_id = $3 and state = 'draft' and authorised_by is not null")
         .bind(user.id)
         .bind(now)
@@ -770,7 +770,7 @@ pub async fn complete(
         frozen.push(json!({ "medium": m.serial, "evidence": e.as_ref().map(Evidence::describe) }));
     }
     assets::set_status(&mut tx, now, asset.id, AssetStatus::Disposed).await?;
-    audit::record_in(
+    audit::append(
         &mut tx,
         now,
         actor,
@@ -831,7 +831,7 @@ pub async fn correct(
         pat_date: d.pat_date.clone(),
         notes: d.notes.clone(),
     };
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     let new_id = insert(
         &mut tx,
         now,
@@ -841,7 +841,7 @@ pub async fn correct(
         user,
     )
     .await?;
-    audit::record_in(
+    audit::append(
         &mut tx,
         now,
         actor,
@@ -866,7 +866,7 @@ pub async fn withdraw(db: &Db, now: UnixTime, actor: &Actor, id: i64) -> Result<
     let asset = assets::by_id(db, d.asset_id)
         .await?
         .ok_or(Error::NotFound)?;
-    let mut tx = db.pool().begin().await?;
+    let mut tx = db.begin().await?;
     sqlx::query("delete from disposals where disposal_id = $1 and state = 'draft'")
         .bind(id)
         .execute(&mut *tx)
@@ -874,7 +874,7 @@ pub async fn withdraw(db: &Db, now: UnixTime, actor: &Actor, id: i64) -> Result<
     if d.corrects_id.is_none() {
         assets::set_status(&mut tx, now, asset.id, AssetStatus::InUse).await?;
     }
-    audit::record_in(
+    audit::append(
         &mut tx,
         now,
         actor,
