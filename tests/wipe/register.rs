@@ -152,8 +152,9 @@ fn seed(rt: &tokio::runtime::Runtime, url: &str, public_key: &str) -> (String, S
         )
         .await
         .unwrap();
+        let mut tx = db.begin().await.unwrap();
         let (tess_token, _) = safehand_server::tokens::create(
-            &db,
+            &mut tx,
             now,
             tess.id,
             "wipe station",
@@ -163,9 +164,10 @@ fn seed(rt: &tokio::runtime::Runtime, url: &str, public_key: &str) -> (String, S
         .await
         .unwrap();
         let (ada_token, _) =
-            safehand_server::tokens::create(&db, now, ada.id, "e2e", &[Role::Admin], 1)
+            safehand_server::tokens::create(&mut tx, now, ada.id, "e2e", &[Role::Admin], 1)
                 .await
                 .unwrap();
+        tx.commit().await.unwrap();
         db.close().await;
         (tess_token, ada_token)
     })
