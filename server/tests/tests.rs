@@ -16,4 +16,3 @@ mod mail;
 mod register;
 mod router;
 mod tls;
-mod transfers;
