@@ -102,6 +102,10 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// Files handed to [`crate::split::PayloadSealer`] that do not match what was announced
+    /// (a size, or an unsafe name).
+    #[error("cannot seal the files: {0}")]
+    SealInput(String),
     /// The decrypted content is not a tar stream (not a sealed payload).
     #[error("the decrypted content is not a sealed payload (tar): {0}")]
     NotAPayload(String),

@@ -4,6 +4,8 @@
 //!   (scrypt, work factor fixed at [`SCRYPT_WORK_FACTOR`], at most [`MAX_SCRYPT_WORK_FACTOR`]
 //!   accepted) or X25519 recipients, binary or ASCII-armored.
 //! - Sealed payloads ([`payload`]) are age files holding a POSIX tar stream.
+//! - Split files ([`split`]): header and body apart, sealed and opened a slice at a time
+//!   (the server's crypto-shredded storage).
 //! - Passphrases ([`passphrase`]) are generated from the EFF word list or checked for strength.
 //!
 //! ```
@@ -28,6 +30,7 @@ mod output;
 pub mod passphrase;
 pub mod payload;
 mod pipe;
+pub mod split;
 mod stream;
 
 pub use age::secrecy::{ExposeSecret, SecretString};

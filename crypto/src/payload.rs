@@ -371,6 +371,21 @@ fn append<W: Write>(
     mode: u32,
     mtime: u64,
 ) -> io::Result<()> {
+    // Written as raw blocks; the builder's own `append` would want the content as a reader.
+    let blocks = entry_header(kind, path, link, size, mode, mtime)?;
+    builder.get_mut().write_all(&blocks)
+}
+
+/// The header blocks of one entry: a pax extended header (with its records, padded to 512)
+/// when a name, link or size does not fit ustar, then the ustar header block.
+pub(crate) fn entry_header(
+    kind: EntryType,
+    path: &[u8],
+    link: Option<&[u8]>,
+    size: u64,
+    mode: u32,
+    mtime: u64,
+) -> io::Result<Vec<u8>> {
     let mut pax = Vec::new();
     let mut header = Header::new_ustar();
     header.set_entry_type(kind);
@@ -400,6 +415,7 @@ fn append<W: Write>(
         }
     }
     header.set_cksum();
+    let mut out = Vec::with_capacity(1536 + pax.len());
     if !pax.is_empty() {
         let mut pax_header = Header::new_ustar();
         pax_header.set_entry_type(EntryType::XHeader);
@@ -411,10 +427,12 @@ fn append<W: Write>(
             u.name[..name.len()].copy_from_slice(name);
         }
         pax_header.set_cksum();
-        builder.append(&pax_header, &pax[..])?;
+        out.extend_from_slice(pax_header.as_bytes());
+        out.extend_from_slice(&pax);
+        out.resize(out.len() + (512 - pax.len() % 512) % 512, 0);
     }
-    // The header block alone; `append` would want the content as a reader.
-    builder.get_mut().write_all(header.as_bytes())
+    out.extend_from_slice(header.as_bytes());
+    Ok(out)
 }
 
 /// Stores an ASCII path in ustar's name (100 bytes) and prefix (155 bytes) fields; false when
@@ -473,7 +491,7 @@ fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
 // Names
 
 /// A payload name as a relative path of plain components, or why it is refused.
-fn safe_relative(raw: &[u8]) -> std::result::Result<PathBuf, String> {
+pub(crate) fn safe_relative(raw: &[u8]) -> std::result::Result<PathBuf, String> {
     if raw.is_empty() {
         return Err("it has an empty name".into());
     }

@@ -31,14 +31,14 @@ use crate::error::{Error, Result};
 use crate::keys::Recipients;
 
 /// Plaintext bytes per STREAM chunk (spec).
-const CHUNK: usize = 64 * 1024;
+pub(crate) const CHUNK: usize = 64 * 1024;
 /// Poly1305 tag bytes.
-const TAG: usize = 16;
+pub(crate) const TAG: usize = 16;
 /// Chunks per batch handed to a worker.
 const BATCH_CHUNKS: usize = 16;
 const BATCH: usize = CHUNK * BATCH_CHUNKS;
 
-fn wrap_stanzas(recipients: &Recipients, file_key: &FileKey) -> Result<Vec<Stanza>> {
+pub(crate) fn wrap_stanzas(recipients: &Recipients, file_key: &FileKey) -> Result<Vec<Stanza>> {
     let wrapped = match recipients {
         Recipients::Passphrase(p) => {
             let mut r = age::scrypt::Recipient::new(SecretString::from(p.expose_secret()));
@@ -64,7 +64,7 @@ fn wrap_stanzas(recipients: &Recipients, file_key: &FileKey) -> Result<Vec<Stanz
 
 /// The header (spec "Header"): version line, stanzas (body in base64 without padding, 64
 /// columns, final line shorter, possibly empty), then the MAC line.
-fn header(stanzas: &[Stanza], file_key: &FileKey) -> Vec<u8> {
+pub(crate) fn header_for(stanzas: &[Stanza], file_key: &FileKey) -> Vec<u8> {
     let mut h = b"age-encryption.org/v1\n".to_vec();
     for s in stanzas {
         h.extend_from_slice(b"-> ");
@@ -174,7 +174,7 @@ pub(crate) fn encrypt<R: Read, W: Write + Send + 'static>(
 ) -> Result<(W, u64)> {
     let file_key = FileKey::init_with_mut(|k| rand::rngs::OsRng.fill_bytes(k));
     let stanzas = wrap_stanzas(recipients, &file_key)?;
-    let mut head = header(&stanzas, &file_key);
+    let mut head = header_for(&stanzas, &file_key);
     let mut nonce = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     head.extend_from_slice(&nonce);
