@@ -30,6 +30,13 @@ pub enum Error {
     /// names the store and the cause for the log; users see a "try again later" page.
     #[error("blob storage: {0}")]
     Storage(String),
+    /// A transfer link that cannot be used (unknown, expired, recalled, locked or used up).
+    /// One message for every case, so that it reveals nothing about the transfer.
+    #[error("This link cannot be used. It may have expired, been withdrawn by the sender or used up, or it may have been copied wrongly. If you still need the files, contact the person who sent them.")]
+    Unavailable,
+    /// An upload larger than policy allows.
+    #[error("{0}")]
+    TooLarge(String),
     /// A database failure (logged, not shown).
     #[error("database error")]
     Database(#[from] sqlx::Error),

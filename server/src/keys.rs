@@ -255,6 +255,15 @@ impl ServerKeys {
     }
 }
 
+impl ServerKeys {
+    /// Keyed hash of a one-time code sent by mail, bound to what it is for (`context`, e.g.
+    /// "recipient-code:42"), so a code for one purpose never matches another.
+    pub fn one_time_code_hash(&self, context: &str, code: &str) -> String {
+        let message = format!("{context}|{code}");
+        hex::encode(hmac(&self.codes, message.as_bytes()))
+    }
+}
+
 fn hmac(key: &[u8; 32], message: &[u8]) -> [u8; 32] {
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac());
     mac.update(message);

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod blobs;
 pub mod clock;
 pub mod config;
+pub mod contacts;
 pub mod db;
 pub mod error;
 pub mod http;
@@ -25,11 +26,13 @@ pub mod leases;
 pub mod mail;
 pub mod metrics;
 pub mod passwords;
+pub mod policy;
 pub mod register;
 pub mod sessions;
 pub mod throttle;
 pub mod tls;
 pub mod tokens;
+pub mod transfers;
 
 pub use error::{Error, Result};
 

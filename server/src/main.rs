@@ -181,6 +181,33 @@ async fn run() -> anyhow::Result<ExitCode> {
     let worker = worker.spawn();
 
     let state = AppState::new(db.clone(), keys, settings, clock.clone(), blobs);
+    // Transfers: expire and crypto-shred, then delete blobs, every minute (safe on every
+    // instance at once).
+    let transfer_db = db.clone();
+    let transfer_blobs = state.blobs.clone();
+    let transfer_clock = clock.clone();
+    tokio::spawn(async move {
+        loop {
+            match safehand_server::transfers::sweeper::sweep(
+                &transfer_db,
+                &transfer_blobs,
+                transfer_clock.now(),
+            )
+            .await
+            {
+                Ok(s) if s.ended > 0 || s.blobs_deleted > 0 => {
+                    tracing::info!(
+                        ended = s.ended,
+                        blobs_deleted = s.blobs_deleted,
+                        "transfer sweep"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "transfer sweep failed"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        }
+    });
     // Housekeeping: remove dead sessions now and then.
     let sweeper_db = db.clone();
     let sweeper_clock = clock.clone();

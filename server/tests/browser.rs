@@ -93,7 +93,8 @@ fn run_node(node: &Path, browser_dir: &Path, phase: &str, server: &Server, state
         .arg(phase)
         .current_dir(browser_dir)
         .env("BASE_URL", &server.base)
-        .env("STATE_FILE", state_file);
+        .env("STATE_FILE", state_file)
+        .env("DATA_DIR", state_file.parent().unwrap());
     if let Some(url) = &server.setup_url {
         cmd.env("SETUP_URL", url);
     }
@@ -140,6 +141,10 @@ fn pages_in_headless_chromium() {
         "no setup link once an admin exists"
     );
     run_node(&node, &browser_dir, "idle", &server, &state_file);
+    drop(server);
+    // Transfers: contacts, sending with progress, the passphrase page, the recipient, recall.
+    let server = start_server(data.path(), &[]);
+    run_node(&node, &browser_dir, "transfers", &server, &state_file);
 }
 
 #[test]

@@ -16,3 +16,4 @@ mod mail;
 mod register;
 mod router;
 mod tls;
+mod transfers;

@@ -5,10 +5,18 @@
 //
 //   BASE_URL=... SETUP_URL=... STATE_FILE=... node run.mjs main
 //   BASE_URL=... STATE_FILE=... node run.mjs idle
+//   BASE_URL=... STATE_FILE=... DATA_DIR=... node run.mjs transfers
+//
+// Phase "transfers": the admin adds and verifies a contact and sets the policy; a staff member
+// sends two files through the send page (file picker, progress bar), sees the passphrase once
+// and confirms; the recipient follows the mailed link (mail read from DATA_DIR/outbox), gets a
+// code, enters a wrong then the right passphrase and downloads; the sender sees the receipt and
+// recalls a second transfer, whose link then shows the "cannot be used" page.
 import { chromium } from 'playwright-core';
 import { createRequire } from 'node:module';
 import { createHmac } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
 
 const require = createRequire(import.meta.url);
 const AXE = require.resolve('axe-core/axe.min.js');
@@ -268,8 +276,166 @@ async function idle() {
   }
 }
 
+
+// ---- mail written to DATA_DIR/outbox/*.eml (no SMTP configured) ----
+function decodeQuotedPrintable(s) {
+  return s.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16)));
+}
+function mailsTo(address) {
+  const dir = join(process.env.DATA_DIR, 'outbox');
+  if (!existsSync(dir)) return [];
+  return readdirSync(dir).filter((f) => f.endsWith('.eml')).sort().map((f) => readFileSync(join(dir, f), 'utf8'))
+    .filter((raw) => raw.toLowerCase().includes(`to: ${address.toLowerCase()}`))
+    .map((raw) => {
+      const [head, ...rest] = raw.replace(/\r\n/g, '\n').split('\n\n');
+      let body = rest.join('\n\n');
+      if (/content-transfer-encoding: quoted-printable/i.test(head)) body = decodeQuotedPrintable(body);
+      if (/content-transfer-encoding: base64/i.test(head)) body = Buffer.from(body.replace(/\s/g, ''), 'base64').toString('utf8');
+      const subject = (head.match(/^subject: (.*)$/im) || [])[1] || '';
+      return { subject, body };
+    });
+}
+async function waitForMail(address, subject, count = 1) {
+  for (let i = 0; i < 100; i++) {
+    const found = mailsTo(address).filter((m) => m.subject.includes(subject));
+    if (found.length >= count) return found[count - 1];
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`no mail "${subject}" for ${address}`);
+}
+
+async function transfers() {
+  const state = JSON.parse(readFileSync(STATE_FILE, 'utf8'));
+  for (const [k, v] of state.lastStep) lastStep.set(k, v);
+  const browser = await launch();
+  try {
+    const ctxA = await browser.newContext(contextOptions);
+    const a = await ctxA.newPage();
+    await signIn(a, state.admin, 'admin');
+    // ---- policy and the contacts directory ----
+    await a.goto(`${BASE}/admin/policy`);
+    await axeCheck(a, 'policy');
+    await a.fill('#pattern', '*.gov.uk');
+    await Promise.all([a.waitForLoadState('load'), a.click('text=Add domain')]);
+    check((await a.textContent('main')).includes('*.gov.uk added'), 'allowed domain added');
+    await axeCheck(a, 'policy with a domain');
+    await a.goto(`${BASE}/contacts`);
+    await submit(a); // empty: errors linked to fields
+    const links = await a.$$eval('.error-summary a', (els) => els.map((e) => e.getAttribute('href')));
+    check(links.includes('#name') && links.includes('#email'), `contact errors link to fields (${links})`);
+    await axeCheck(a, 'contacts with errors');
+    const jo = 'jo.bloggs@northshire.gov.uk';
+    await a.fill('#name', 'Jo Bloggs');
+    await a.fill('#organisation', 'Northshire Children\'s Services');
+    await a.fill('#job_title', 'Social worker');
+    await a.fill('#email', jo);
+    await a.fill('#phone', '01632 960 123');
+    await submit(a);
+    check((await a.textContent('#verification-status')).includes('not verified'), 'new contact is not verified');
+    await axeCheck(a, 'contact (not verified)');
+    await a.fill('#phone_called', '01632 960 123');
+    await a.check('#source-switchboard');
+    await a.fill('#note', 'Rang the council switchboard; Jo read the address back.');
+    await Promise.all([a.waitForLoadState('load'), a.click('text=Record verification')]);
+    check((await a.textContent('#verification-status')).includes('verified until'), 'contact verified');
+    await axeCheck(a, 'contact (verified)');
+
+    // ---- a staff member ----
+    await a.goto(`${BASE}/admin/users`);
+    await a.fill('#name', 'Tom Teacher');
+    await a.fill('#email', 'tom@school.sch.uk');
+    await Promise.all([a.waitForLoadState('load'), a.click('text=Create user')]);
+    const enrolLink = await a.inputValue('#link');
+    const ctxT = await browser.newContext({ ...contextOptions, acceptDownloads: true });
+    const t = await ctxT.newPage();
+    await t.goto(enrolLink);
+    await t.fill('#password', 'meadow copper violin');
+    await t.fill('#confirm', 'meadow copper violin');
+    await submit(t);
+    await enrolTotp(t, 'tom');
+
+    // ---- sending, with the progress bar ----
+    await t.goto(`${BASE}/transfers/new`);
+    await axeCheck(t, 'send page');
+    await t.click('#send-button'); // nothing chosen: the page says so
+    check((await t.textContent('#error-summary')).includes('Add at least one file'), 'no files: error shown');
+    await axeCheck(t, 'send page with errors');
+    const big = Buffer.alloc(8 * 1024 * 1024, 7);
+    await t.setInputFiles('#files', [
+      { name: 'referral.txt', mimeType: 'text/plain', buffer: Buffer.from('Referral notes for the meeting.\n') },
+      { name: 'scan.bin', mimeType: 'application/octet-stream', buffer: big },
+    ]);
+    check((await t.textContent('#file-list')).includes('scan.bin'), 'chosen files listed');
+    await t.fill('#purpose', 'Child protection referral');
+    await t.click('#send-button');
+    await t.waitForSelector('#passphrase-step', { state: 'visible', timeout: 60000 });
+    check((await t.$eval('#progress', (p) => p.value)) === 100, 'the progress bar reached 100%');
+    const passphrase = (await t.textContent('#passphrase')).trim();
+    check(passphrase.split(' ').length === 7, `a seven-word passphrase is shown (${passphrase})`);
+    check((await t.textContent('#contact-phone')).includes('01632 960 123'), 'the verified number is shown with it');
+    await axeCheck(t, 'passphrase page');
+    await t.check('#will_phone');
+    await Promise.all([t.waitForLoadState('load'), t.click('text=Send the link to the recipient')]);
+    check((await t.textContent('main')).includes('The link has been emailed'), 'sender confirmed; link emailed');
+    await axeCheck(t, 'transfer page (sent)');
+    const transferUrl = t.url();
+
+    // ---- the recipient ----
+    const linkMail = await waitForMail(jo, 'A secure file is waiting for you');
+    check(!linkMail.body.includes(passphrase) && !linkMail.body.includes('scan.bin'), 'the mail has no passphrase and no file names');
+    const link = linkMail.body.match(/https?:\/\/\S+\/r\/\S+/)[0];
+    const ctxR = await browser.newContext({ ...contextOptions, acceptDownloads: true });
+    const r = await ctxR.newPage();
+    await r.goto(link);
+    await axeCheck(r, 'recipient: link page');
+    await Promise.all([r.waitForLoadState('load'), r.click('text=Email me a code')]);
+    await axeCheck(r, 'recipient: code page');
+    const codeMail = await waitForMail(jo, 'Your Safehand code');
+    const code = codeMail.body.match(/code is: (\d{8})/)[1];
+    await r.fill('#code', code);
+    await submit(r);
+    await axeCheck(r, 'recipient: passphrase page');
+    await r.fill('#passphrase', 'not the right words');
+    await submit(r);
+    check((await r.textContent('.error-summary')).includes('not right'), 'wrong passphrase refused');
+    await axeCheck(r, 'recipient: wrong passphrase');
+    await r.fill('#passphrase', passphrase);
+    await submit(r);
+    check(r.url().endsWith('/files'), `files page after the passphrase (at ${r.url()})`);
+    await axeCheck(r, 'recipient: files');
+    const [download] = await Promise.all([r.waitForEvent('download'), r.click('text=referral.txt')]);
+    const path = await download.path();
+    check(readFileSync(path, 'utf8') === 'Referral notes for the meeting.\n', 'downloaded file matches');
+    check(download.suggestedFilename() === 'referral.txt', 'download keeps its name');
+
+    // ---- receipts and recall ----
+    await waitForMail('tom@school.sch.uk', 'Your transfer was downloaded');
+    await t.goto(transferUrl);
+    check((await t.textContent('#transfer-state')).includes('downloaded 1 of 3'), 'the sender sees the download');
+    await t.goto(`${BASE}/transfers`);
+    await axeCheck(t, 'dashboard');
+    await t.goto(`${BASE}/transfers/new`);
+    await t.setInputFiles('#files', [{ name: 'second.txt', mimeType: 'text/plain', buffer: Buffer.from('second') }]);
+    await t.fill('#purpose', 'Follow-up');
+    await t.click('#send-button');
+    await t.waitForSelector('#passphrase-step', { state: 'visible', timeout: 60000 });
+    await t.check('#will_phone');
+    await Promise.all([t.waitForLoadState('load'), t.click('text=Send the link to the recipient')]);
+    const secondLink = (await waitForMail(jo, 'A secure file is waiting for you', 2)).body.match(/https?:\/\/\S+\/r\/\S+/)[0];
+    await Promise.all([t.waitForLoadState('load'), t.click('text=Recall this transfer')]);
+    check((await t.textContent('#transfer-state')).includes('recalled'), 'recalled');
+    await axeCheck(t, 'transfer page (recalled)');
+    const gone = await r.goto(secondLink);
+    check(gone.status() === 404 && (await r.textContent('h1')).includes('This link cannot be used'), 'a recalled link cannot be used');
+    await axeCheck(r, 'recipient: link cannot be used');
+  } finally {
+    await browser.close();
+  }
+}
+
 try {
   if (phase === 'main') await main();
+  else if (phase === 'transfers') await transfers();
   else if (phase === 'idle') await idle();
   else throw new Error(`unknown phase ${phase}`);
 } catch (e) {

@@ -667,6 +667,7 @@ async fn totp_enrol_post(
             name: pending.user.name.clone(),
             is_admin: pending.user.has(accounts::Role::Admin),
             is_register: crate::register::may_use_register(&pending.user),
+            is_staff: pending.user.has(accounts::Role::Staff),
         }),
         csrf: form.csrf.clone(),
     };

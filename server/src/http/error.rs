@@ -33,6 +33,8 @@ impl Error {
             Error::Csrf => (StatusCode::FORBIDDEN, "csrf"),
             Error::BadInput(_) => (StatusCode::BAD_REQUEST, "bad_input"),
             Error::LinkNotValid => (StatusCode::NOT_FOUND, "link_not_valid"),
+            Error::Unavailable => (StatusCode::NOT_FOUND, "unavailable"),
+            Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
             Error::Database(_) | Error::Internal(_) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -72,9 +74,12 @@ impl IntoResponse for Error {
                 let page = ErrorPage {
                     layout: Layout::bare(),
                     title: match info.status {
+                        _ if matches!(self, Error::Unavailable) => "This link cannot be used",
                         StatusCode::NOT_FOUND => "Page not found",
                         StatusCode::FORBIDDEN => "You cannot do that",
-                        StatusCode::BAD_REQUEST => "There is a problem",
+                        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE => {
+                            "There is a problem"
+                        }
                         _ => "Sorry, there is a problem with the service",
                     },
                     message: info.message.clone(),

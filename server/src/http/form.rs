@@ -245,3 +245,30 @@ impl FromRequest<AppState> for UploadForm {
         })
     }
 }
+
+/// For requests sent by the service's own scripts (uploads): the CSRF token comes in the
+/// `X-CSRF-Token` header instead of a form field, and must match the cookie like a form's.
+#[derive(Clone, Copy, Debug)]
+pub struct CsrfHeader;
+
+impl FromRequestParts<AppState> for CsrfHeader {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
+        let expected = parts
+            .extensions
+            .get::<CsrfCookie>()
+            .map(|c| state.keys.csrf_token(&c.0))
+            .ok_or_else(|| Error::Internal("CSRF layer missing".into()))?;
+        let sent = parts
+            .headers
+            .get("x-csrf-token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if same(sent, &expected) {
+            Ok(Self)
+        } else {
+            Err(Error::Csrf)
+        }
+    }
+}

@@ -5,15 +5,19 @@ mod account;
 mod admin;
 mod api;
 mod auth;
+mod contacts;
 mod error;
 mod extract;
 mod form;
 mod health;
 mod home;
 mod layers;
+mod policy;
+mod recipient;
 mod register;
 mod register_api;
 mod templates;
+mod transfers;
 
 pub use error::ErrorInfo;
 pub use extract::{Admin, Approver, Authenticated, MaybeAuthenticated, Staff, Technician};
@@ -41,9 +45,16 @@ pub fn router(state: AppState) -> Router {
         .merge(account::router())
         .merge(admin::router())
         .merge(register::router())
+        .merge(contacts::router())
+        .merge(policy::router())
+        .merge(transfers::router())
+        .merge(recipient::router())
         .nest(
             "/api/v1",
             api::router()
+                .merge(contacts::api_router())
+                .merge(policy::api_router())
+                .merge(transfers::api_router())
                 .merge(register_api::router())
                 .layer(map_response(error::json_errors)),
         )

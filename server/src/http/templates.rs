@@ -26,6 +26,7 @@ pub(super) struct NavUser {
     pub is_admin: bool,
     /// Technicians and admins see the equipment register.
     pub is_register: bool,
+    pub is_staff: bool,
 }
 
 /// What every page's layout needs.
@@ -52,6 +53,7 @@ impl Layout {
                 is_admin: auth.has(crate::accounts::Role::Admin),
                 is_register: auth.has(crate::accounts::Role::Admin)
                     || auth.has(crate::accounts::Role::Technician),
+                is_staff: auth.has(crate::accounts::Role::Staff),
             }),
             csrf: csrf.to_string(),
         }
