@@ -267,6 +267,8 @@ type BlobStream = Pin<Box<dyn Stream<Item = std::result::Result<Bytes, Error>> +
 enum Shape {
     Payload {
         header: Option<Vec<u8>>,
+        /// Body bytes still to send.
+        left: u64,
     },
     File {
         start: u64,
@@ -356,27 +358,41 @@ impl Download {
         complete
     }
 
+    /// Hands over the last piece, counting the download first: with a `Content-Length` the
+    /// connection takes the last byte and drops the stream without asking for its end, so the
+    /// moment the last byte is handed over is the moment the download is complete.
+    async fn last(&mut self, piece: Bytes) -> Option<std::result::Result<Bytes, std::io::Error>> {
+        self.finished = true;
+        if let Err(e) = self.guard.complete().await {
+            tracing::warn!(error = %e, "could not record a completed download");
+        }
+        Some(Ok(piece))
+    }
+
     async fn next_piece(&mut self) -> Option<std::result::Result<Bytes, std::io::Error>> {
         if self.finished {
-            // Asked for more after the last piece was taken: the download is complete.
-            if !self.guard.done {
-                if let Err(e) = self.guard.complete().await {
-                    tracing::warn!(error = %e, "could not record a completed download");
-                }
-            }
             return None;
         }
         let io = |e: String| std::io::Error::other(e);
         loop {
             let mut out = Vec::new();
-            if let Shape::Payload { header } = &mut self.shape {
+            if let Shape::Payload { header, left } = &mut self.shape {
                 if let Some(h) = header.take() {
+                    if *left == 0 {
+                        return self.last(Bytes::from(h)).await;
+                    }
                     return Some(Ok(Bytes::from(h)));
                 }
             }
             match self.blob.next().await {
                 Some(Ok(chunk)) => {
                     let Some(opener) = self.opener.as_mut() else {
+                        if let Shape::Payload { left, .. } = &mut self.shape {
+                            *left = left.saturating_sub(chunk.len() as u64);
+                            if *left == 0 {
+                                return self.last(chunk).await;
+                            }
+                        }
                         return Some(Ok(chunk));
                     };
                     let mut plain = std::mem::take(&mut self.plain);
@@ -387,8 +403,7 @@ impl Download {
                     let complete = self.route(&mut out);
                     if complete {
                         // The rest of the body is not needed: what was sent has authenticated.
-                        self.finished = true;
-                        return Some(Ok(Bytes::from(out)));
+                        return self.last(Bytes::from(out)).await;
                     }
                 }
                 Some(Err(e)) => return Some(Err(io(format!("blob storage: {e}")))),
@@ -403,8 +418,12 @@ impl Download {
                             return Some(Err(io("the payload ended early".into())));
                         }
                     }
-                    self.finished = true;
-                    return Some(Ok(Bytes::from(out)));
+                    if let Shape::Payload { left, .. } = self.shape {
+                        if left > 0 {
+                            return Some(Err(io("the stored payload ended early".into())));
+                        }
+                    }
+                    return self.last(Bytes::from(out)).await;
                 }
             }
             if !out.is_empty() {
@@ -438,6 +457,7 @@ pub async fn stream(
         Item::Payload(header) => (
             Shape::Payload {
                 header: Some(header),
+                left: t.body_size as u64,
             },
             None,
         ),

@@ -102,7 +102,7 @@ mod tests {
         assert_eq!(safe("report.pdf..."), "report.pdf");
         assert_eq!(
             safe("<script>alert(1)</script>.html"),
-            "<script>alert(1)_script>.html"
+            "<script>alert(1)<_script>.html"
         );
         let long = format!("{}.xlsx", "é".repeat(300));
         let s = safe(&long);
