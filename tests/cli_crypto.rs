@@ -1069,6 +1069,71 @@ fn age_opens_what_safehand_seals_with_a_passphrase_typed_at_its_prompt() {
     assert_same_tree(&top, &out.join("Year 7 reports"));
 }
 
+/// A transfer payload as the server seals it (generated passphrase, work factor 16, files
+/// announced then streamed, header kept apart from the body) opens with stock `age -d | tar x`,
+/// which is what the recipient's `.age` download promises.
+#[test]
+fn age_and_tar_open_a_server_sealed_transfer_payload() {
+    use safehand_crypto::split::PayloadSealer;
+    use safehand_crypto::{ExposeSecret, GENERATED_SCRYPT_WORK_FACTOR};
+    let Some(age) = age_or_skip() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let passphrase = safehand_crypto::passphrase::generate();
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        ("Referral – Zoë.docx", b"referral notes\n".to_vec()),
+        ("scan.bin", big),
+        ("empty.txt", Vec::new()),
+    ];
+    let mut sealer =
+        PayloadSealer::with_work_factor(&passphrase, GENERATED_SCRYPT_WORK_FACTOR).unwrap();
+    let mut body = Vec::new();
+    for (name, content) in &files {
+        sealer
+            .start_file(name, content.len() as u64, 1_700_000_000, &mut body)
+            .unwrap();
+        for piece in content.chunks(65_537) {
+            sealer.write(piece, &mut body).unwrap();
+        }
+    }
+    let header = sealer.header().to_vec();
+    sealer.finish(&mut body).unwrap();
+    let header_text = String::from_utf8_lossy(&header).to_string();
+    assert!(
+        header_text
+            .lines()
+            .any(|l| l.starts_with("-> scrypt") && l.ends_with(" 16")),
+        "{header_text}"
+    );
+    let payload = dir.path().join("payload.age");
+    let mut whole = header;
+    whole.extend_from_slice(&body);
+    fs::write(&payload, &whole).unwrap();
+    let out = dir.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let mut pty = Pty::new();
+    let mut age_cmd = pty.command(&age, &[os("-d"), payload.as_os_str()]);
+    let mut age_child = age_cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut tar = Command::new("tar")
+        .arg("x")
+        .arg("-C")
+        .arg(&out)
+        .stdin(age_child.stdout.take().unwrap())
+        .spawn()
+        .unwrap();
+    pty.expect("passphrase", 1);
+    pty.type_line(passphrase.expose_secret());
+    assert!(
+        age_child.wait().unwrap().success(),
+        "age -d failed: {}",
+        pty.screen()
+    );
+    assert!(tar.wait().unwrap().success());
+    for (name, content) in &files {
+        assert_eq!(&fs::read(out.join(name)).unwrap(), content, "{name}");
+    }
+}
+
 #[test]
 fn safehand_opens_tar_and_age_payloads_made_by_age() {
     let Some(age) = age_or_skip() else { return };

@@ -16,6 +16,13 @@ use crate::pipe::{ThreadedWriter, BUFFER_SIZE};
 /// under a second here, and within the limits of browsers (typage accepts at most 20).
 pub const SCRYPT_WORK_FACTOR: u8 = 18;
 
+/// scrypt work factor for payloads whose passphrase is generated (never chosen by a person):
+/// 64 MiB and about a tenth of a second. A generated passphrase carries at least 80 bits of
+/// entropy ([`crate::passphrase::generated_entropy_bits`]), so guessing it costs 2^79 tries on
+/// average however cheap each try is; a higher work factor would add nothing to that but
+/// memory on a server sealing and opening many payloads at once.
+pub const GENERATED_SCRYPT_WORK_FACTOR: u8 = 16;
+
 /// Highest scrypt work factor accepted when decrypting untrusted input (1 GiB of memory).
 pub const MAX_SCRYPT_WORK_FACTOR: u8 = 20;
 

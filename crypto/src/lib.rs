@@ -1,8 +1,9 @@
 //! Safehand's formats and secrets. No network, no database.
 //!
 //! - Encrypted files are standard age v1 files ([`encrypt`], [`EncryptedFile`]): passphrase
-//!   (scrypt, work factor fixed at [`SCRYPT_WORK_FACTOR`], at most [`MAX_SCRYPT_WORK_FACTOR`]
-//!   accepted) or X25519 recipients, binary or ASCII-armored.
+//!   (scrypt, work factor fixed at [`SCRYPT_WORK_FACTOR`], or [`GENERATED_SCRYPT_WORK_FACTOR`]
+//!   for server-sealed payloads whose passphrase is generated; at most
+//!   [`MAX_SCRYPT_WORK_FACTOR`] accepted) or X25519 recipients, binary or ASCII-armored.
 //! - Sealed payloads ([`payload`]) are age files holding a POSIX tar stream.
 //! - Split files ([`split`]): header and body apart, sealed and opened a slice at a time
 //!   (the server's crypto-shredded storage).
@@ -36,7 +37,7 @@ mod stream;
 pub use age::secrecy::{ExposeSecret, SecretString};
 pub use encryption::{
     decrypt_file_to, decrypt_to, encrypt, Armor, EncryptedFile, PlaintextReader,
-    MAX_SCRYPT_WORK_FACTOR, SCRYPT_WORK_FACTOR,
+    GENERATED_SCRYPT_WORK_FACTOR, MAX_SCRYPT_WORK_FACTOR, SCRYPT_WORK_FACTOR,
 };
 pub use error::{Error, Result};
 pub use keys::{DecryptionKey, Identity, Recipient, Recipients};

@@ -54,7 +54,7 @@ use crate::encryption::MAX_SCRYPT_WORK_FACTOR;
 use crate::error::{Error, Result};
 use crate::keys::Recipients;
 use crate::payload::{entry_header, safe_relative, SealSummary};
-use crate::stream::{header_for, wrap_stanzas, CHUNK, TAG};
+use crate::stream::{header_for, wrap_stanzas_with, CHUNK, TAG};
 
 /// Bytes of the nonce at the start of the body.
 pub const BODY_NONCE_LEN: usize = 16;
@@ -197,10 +197,22 @@ impl PayloadSealer {
     /// (work factor [`crate::SCRYPT_WORK_FACTOR`]: about 256 MiB and half a second of work, so
     /// call this where blocking is fine).
     pub fn new(passphrase: &SecretString) -> Result<Self> {
+        Self::with_work_factor(passphrase, crate::SCRYPT_WORK_FACTOR)
+    }
+
+    /// [`PayloadSealer::new`] with scrypt work factor `work_factor` (from 10 to
+    /// [`MAX_SCRYPT_WORK_FACTOR`]): [`crate::GENERATED_SCRYPT_WORK_FACTOR`] for a generated
+    /// passphrase. Needs 2^`work_factor` KiB of memory while the key is wrapped.
+    pub fn with_work_factor(passphrase: &SecretString, work_factor: u8) -> Result<Self> {
+        if !(10..=MAX_SCRYPT_WORK_FACTOR).contains(&work_factor) {
+            return Err(Error::SealInput(format!(
+                "the scrypt work factor must be from 10 to {MAX_SCRYPT_WORK_FACTOR}, not {work_factor}"
+            )));
+        }
         let file_key = AgeFileKey::init_with_mut(|k| rand::rngs::OsRng.fill_bytes(k));
         let recipients =
             Recipients::Passphrase(SecretString::from(passphrase.expose_secret().to_string()));
-        let stanzas = wrap_stanzas(&recipients, &file_key)?;
+        let stanzas = wrap_stanzas_with(&recipients, &file_key, work_factor)?;
         let header = header_for(&stanzas, &file_key);
         let mut nonce = [0u8; BODY_NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
@@ -686,6 +698,21 @@ mod tests {
         }
         opener.finish(&mut out).unwrap();
         assert_eq!(out, tar_bytes);
+    }
+
+    #[test]
+    fn generated_passphrases_use_their_own_work_factor() {
+        let sealer =
+            PayloadSealer::with_work_factor(&pass(), crate::GENERATED_SCRYPT_WORK_FACTOR).unwrap();
+        let info = inspect_header(sealer.header()).unwrap().unwrap();
+        assert_eq!(info.work_factor, 16);
+        assert!(unlock(sealer.header(), &pass()).is_ok());
+        for bad in [9, MAX_SCRYPT_WORK_FACTOR + 1] {
+            assert!(matches!(
+                PayloadSealer::with_work_factor(&pass(), bad),
+                Err(Error::SealInput(_))
+            ));
+        }
     }
 
     #[test]

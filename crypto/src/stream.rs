@@ -39,11 +39,20 @@ const BATCH_CHUNKS: usize = 16;
 const BATCH: usize = CHUNK * BATCH_CHUNKS;
 
 pub(crate) fn wrap_stanzas(recipients: &Recipients, file_key: &FileKey) -> Result<Vec<Stanza>> {
+    wrap_stanzas_with(recipients, file_key, SCRYPT_WORK_FACTOR)
+}
+
+/// [`wrap_stanzas`] with the scrypt work factor `work_factor` for a passphrase.
+pub(crate) fn wrap_stanzas_with(
+    recipients: &Recipients,
+    file_key: &FileKey,
+    work_factor: u8,
+) -> Result<Vec<Stanza>> {
     let wrapped = match recipients {
         Recipients::Passphrase(p) => {
             let mut r = age::scrypt::Recipient::new(SecretString::from(p.expose_secret()));
             // Never the crate's auto-calibration: a fast sender must not lock out slow readers.
-            r.set_work_factor(SCRYPT_WORK_FACTOR);
+            r.set_work_factor(work_factor);
             age::Recipient::wrap_file_key(&r, file_key).map(|(s, _)| s)
         }
         Recipients::Keys(keys) => {

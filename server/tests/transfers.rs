@@ -25,6 +25,8 @@ crate::both_databases!(
     presealed_payloads_are_checked,
     concurrent_downloads_hold_the_limit,
     recall_and_expiry_shred_then_delete,
+    full_disk_during_upload_keeps_nothing,
+    unreachable_s3_during_upload_keeps_nothing,
 );
 
 const PHONE: &str = "01632 960 123";
@@ -78,7 +80,10 @@ async fn verify_contact(app: &mut TestApp, id: i64) {
 }
 
 async fn world(backend: Backend) -> World {
-    let mut app = TestApp::new(backend).await;
+    world_on(TestApp::new(backend).await).await
+}
+
+async fn world_on(mut app: TestApp) -> World {
     setup_admin(&mut app).await;
     let (_, staff) = invite(&mut app, "sam@school.sch.uk", "Sam Staff", &["staff"]).await;
     let contact_id = add_contact(&mut app, "Jo.Bloggs@Northshire.gov.uk", "Jo Bloggs").await;
@@ -1363,4 +1368,265 @@ mod journey {
         assert!(t.shredded_at.is_some());
         assert!(!w.app.state.blobs.exists(&t.blob_key).await.unwrap());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The blob store failing during an upload: a full disk (a 3 MiB tmpfs as the blob folder) and
+// an S3 store that goes away half-way (SeaweedFS behind a proxy the test cuts).
+
+/// A body that arrives in pieces: the first `first` bytes at once, the rest after `gate`.
+fn gated_body(body: Vec<u8>, first: usize, gate: tokio::sync::oneshot::Receiver<()>) -> Body {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    tokio::spawn(async move {
+        for piece in body[..first].chunks(256 << 10) {
+            if tx.send(Ok(piece.to_vec())).await.is_err() {
+                return;
+            }
+        }
+        let _ = gate.await;
+        for piece in body[first..].chunks(256 << 10) {
+            if tx.send(Ok(piece.to_vec())).await.is_err() {
+                return;
+            }
+        }
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}
+
+async fn upload_stream(app: &TestApp, browser: &mut Browser, ct: String, body: Body) -> Page {
+    browser.get(app, "/transfers/new").await;
+    let csrf = app
+        .state
+        .keys
+        .csrf_token(browser.jar.get("safehand_csrf").unwrap());
+    let req = Request::post("/transfers/new")
+        .header(header::CONTENT_TYPE, ct)
+        .header("x-csrf-token", csrf)
+        .body(body)
+        .unwrap();
+    send(&app.state, &mut browser.jar, req).await
+}
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(files_under(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A small tmpfs, unmounted on drop.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(mib: u32) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={mib}m,mode=0700"),
+                "tmpfs",
+            ])
+            .arg(dir.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "could not mount a tmpfs (the tests run as root under tests/run; CI=true forbids skipping)"
+            );
+            eprintln!("SKIPPED: mounting a tmpfs needs root");
+            return None;
+        }
+        Some(Self { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+async fn full_disk_during_upload_keeps_nothing(backend: Backend) {
+    let Some(disk) = SmallDisk::mount(3) else {
+        return;
+    };
+    let blob_dir = disk.dir.path().join("blobs");
+    let blobs = TestBlobs {
+        blobs: safehand_server::blobs::Blobs::local(&blob_dir).unwrap(),
+        dir: None,
+    };
+    let app = TestApp::with_blobs_and_settings(backend, blobs, |_| {}).await;
+    let mut w = world_on(app).await;
+    let content: Vec<u8> = (0..8_000_000u32).map(|i| (i % 241) as u8).collect();
+    let d = details(w.contact_id, &[("census.xlsx", content.len())]);
+    let page = upload_from(
+        &w.app,
+        &mut w.staff,
+        multipart(&[
+            ("details", None, d.as_bytes()),
+            ("file", Some("census.xlsx"), &content),
+        ]),
+    )
+    .await;
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        page.body
+    );
+    page.assert_contains("nothing was saved");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(transfer_count(&w.app).await, 0);
+    assert_eq!(files_under(&blob_dir), Vec::<std::path::PathBuf>::new());
+    // With room again, the same upload goes through.
+    let small = vec![5u8; 100_000];
+    let (id, _) = send_files(&mut w, &[("census.xlsx", &small)]).await;
+    assert!(id > 0);
+    drop(w);
+    drop(disk);
+}
+
+/// A TCP proxy to the S3 store that can be cut: open connections drop and new ones are
+/// refused, as when the store's network goes away.
+struct CutProxy {
+    addr: std::net::SocketAddr,
+    upstream_bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    cut: tokio::sync::watch::Sender<bool>,
+}
+
+impl CutProxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream_bytes = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (cut, cut_rx) = tokio::sync::watch::channel(false);
+        let counter = upstream_bytes.clone();
+        tokio::spawn(async move {
+            let mut stop = cut_rx.clone();
+            loop {
+                let conn = tokio::select! {
+                    _ = stop.changed() => break, // the listener closes: connections refused
+                    c = listener.accept() => c,
+                };
+                let Ok((client, _)) = conn else { continue };
+                let mut stop = cut_rx.clone();
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = async {
+                        let mut buf = vec![0u8; 64 << 10];
+                        while let Ok(n) = cr.read(&mut buf).await {
+                            if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                            counter.fetch_add(n as u64, Ordering::SeqCst);
+                        }
+                    };
+                    let down = async {
+                        let _ = tokio::io::copy(&mut sr, &mut cw).await;
+                    };
+                    tokio::select! {
+                        _ = stop.changed() => {}
+                        _ = async { tokio::join!(up, down) } => {}
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            upstream_bytes,
+            cut,
+        }
+    }
+}
+
+async fn unreachable_s3_during_upload_keeps_nothing(backend: Backend) {
+    use std::sync::atomic::Ordering;
+    let Some(mut settings) = s3_settings() else {
+        return;
+    };
+    let upstream: std::net::SocketAddr = settings
+        .endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .parse()
+        .expect("SAFEHAND_TEST_S3_ENDPOINT is http://HOST:PORT");
+    let proxy = CutProxy::start(upstream).await;
+    let direct = safehand_server::blobs::Blobs::s3(&settings).unwrap();
+    settings.endpoint = format!("http://{}", proxy.addr);
+    let prefix = format!("test-{}", hex::encode(rand::random::<[u8; 8]>()));
+    let blobs = TestBlobs {
+        blobs: safehand_server::blobs::Blobs::s3(&settings)
+            .unwrap()
+            .within(&prefix)
+            .unwrap(),
+        dir: None,
+    };
+    let direct = direct.within(&prefix).unwrap();
+    let app = TestApp::with_blobs_and_settings(backend, blobs, |_| {}).await;
+    let mut w = world_on(app).await;
+    let content: Vec<u8> = (0..24_000_000u32).map(|i| (i % 239) as u8).collect();
+    let d = details(w.contact_id, &[("register.pdf", content.len())]);
+    let (ct, body) = multipart(&[
+        ("details", None, d.as_bytes()),
+        ("file", Some("register.pdf"), &content),
+    ]);
+    let (open_gate, gate) = tokio::sync::oneshot::channel();
+    let first = 14 << 20;
+    let cutter = {
+        let counter = proxy.upstream_bytes.clone();
+        let cut = proxy.cut.clone();
+        tokio::spawn(async move {
+            // Once a part (5 MiB) has reached the store, the store goes away.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while counter.load(Ordering::SeqCst) < 6 << 20 {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no part reached the store"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            cut.send(true).unwrap();
+            let _ = open_gate.send(());
+        })
+    };
+    let page = upload_stream(&w.app, &mut w.staff, ct, gated_body(body, first, gate)).await;
+    cutter.await.unwrap();
+    assert_eq!(
+        page.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        page.body
+    );
+    page.assert_contains("nothing was saved");
+    assert_eq!(transfer_count(&w.app).await, 0);
+    let left = direct.list("").await.unwrap();
+    assert!(left.is_empty(), "objects left in the bucket: {left:?}");
+    let audit = actions(&w.app).await;
+    assert!(!audit.iter().any(|a| a == "transfer_sealed"), "{audit:?}");
 }

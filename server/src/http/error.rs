@@ -47,7 +47,7 @@ impl Error {
             format!("{:08x}", rand::rngs::OsRng.gen::<u32>())
         });
         let message = if matches!(self, Error::Storage(_)) {
-            "The file store cannot be reached right now, so nothing was saved. Try again in a few minutes; if it keeps happening, tell your administrator the error reference below.".to_string()
+            "The file store is full or cannot be reached right now, so nothing was saved. Try again in a few minutes; if it keeps happening, tell your administrator the error reference below.".to_string()
         } else if internal {
             "Sorry, something went wrong on our side. Try again; if it keeps happening, tell your administrator the error reference below.".to_string()
         } else {

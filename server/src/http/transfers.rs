@@ -260,8 +260,17 @@ fn error_json(e: Error) -> Response {
         Error::BadInput(_) => StatusCode::BAD_REQUEST,
         Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Forbidden | Error::Csrf => StatusCode::FORBIDDEN,
+        Error::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        tracing::error!(error = ?e, "upload failed: blob storage");
+        return (
+            status,
+            Json(json!({ "error": "storage_unavailable", "message": "The file store is full or cannot be reached right now, so nothing was saved and nothing was sent. Try again in a few minutes; if it keeps happening, tell your administrator." })),
+        )
+            .into_response();
+    }
     if status == StatusCode::INTERNAL_SERVER_ERROR {
         tracing::error!(error = ?e, "upload failed");
         return (

@@ -17,7 +17,7 @@ use crate::keys::{new_token, same, token_hash, ServerKeys};
 use crate::mail::{self, OutgoingMail};
 use rand::Rng;
 use safehand_crypto::split::{self, FileKey};
-use safehand_crypto::SecretString;
+use safehand_crypto::{SecretString, MAX_SCRYPT_WORK_FACTOR};
 use serde_json::json;
 use sqlx::Row;
 
@@ -301,10 +301,11 @@ pub async fn unlock(
 ) -> Result<Unlock> {
     let header = super::header(db, t.id).await?.ok_or(Error::Unavailable)?;
     let attempt = {
-        let _slot = super::upload::SCRYPT_SLOTS
-            .acquire()
-            .await
-            .map_err(|_| Error::Internal("scrypt slots closed".into()))?;
+        let work_factor = split::inspect_header(&header)
+            .ok()
+            .flatten()
+            .map_or(MAX_SCRYPT_WORK_FACTOR, |h| h.work_factor);
+        let _memory = super::upload::scrypt_memory(work_factor).await?;
         tokio::task::spawn_blocking(move || split::unlock(&header, &passphrase))
             .await
             .map_err(|e| Error::Internal(format!("passphrase task: {e}")))?

@@ -9,13 +9,32 @@ use crate::blobs::{BlobWriter, Blobs};
 use crate::error::{Error, Result};
 use crate::keys::new_token;
 use safehand_crypto::split::{self, PayloadSealer};
-use safehand_crypto::SecretString;
+use safehand_crypto::{SecretString, GENERATED_SCRYPT_WORK_FACTOR};
 
 /// Ciphertext gathered before it is handed to the blob writer.
 const FLUSH_AT: usize = 1 << 20;
 
-/// At most this many passphrase derivations (scrypt, 256 MiB each) at once per instance.
-pub(crate) static SCRYPT_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
+/// Memory for passphrase derivations (scrypt) at once per instance, in MiB. A derivation at
+/// work factor `w` needs 2^(w-10) MiB: two server-sealed payloads (work factor 16, 64 MiB
+/// each) at a time; a payload sealed elsewhere at a higher work factor waits for the whole
+/// budget and runs alone (it still needs its own 2^(w-10) MiB).
+const SCRYPT_BUDGET_MIB: u32 = 128;
+static SCRYPT_MEMORY: tokio::sync::Semaphore =
+    tokio::sync::Semaphore::const_new(SCRYPT_BUDGET_MIB as usize);
+
+/// Waits for the memory one scrypt derivation at `work_factor` needs.
+pub(crate) async fn scrypt_memory(
+    work_factor: u8,
+) -> Result<tokio::sync::SemaphorePermit<'static>> {
+    let mib = 1u32
+        .checked_shl(u32::from(work_factor.saturating_sub(10)))
+        .unwrap_or(u32::MAX)
+        .clamp(1, SCRYPT_BUDGET_MIB);
+    SCRYPT_MEMORY
+        .acquire_many(mib)
+        .await
+        .map_err(|_| Error::Internal("scrypt budget closed".into()))
+}
 
 fn seal_error(e: safehand_crypto::Error) -> Error {
     match e {
@@ -50,17 +69,16 @@ impl SealingUpload {
         files: Vec<(String, u64)>,
     ) -> Result<Self> {
         let sealer = {
-            let _slot = SCRYPT_SLOTS
-                .acquire()
-                .await
-                .map_err(|_| Error::Internal("scrypt slots closed".into()))?;
+            let _memory = scrypt_memory(GENERATED_SCRYPT_WORK_FACTOR).await?;
             let p = SecretString::from(
                 safehand_crypto::ExposeSecret::expose_secret(passphrase).to_string(),
             );
-            tokio::task::spawn_blocking(move || PayloadSealer::new(&p))
-                .await
-                .map_err(|e| Error::Internal(format!("sealing task: {e}")))?
-                .map_err(seal_error)?
+            tokio::task::spawn_blocking(move || {
+                PayloadSealer::with_work_factor(&p, GENERATED_SCRYPT_WORK_FACTOR)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("sealing task: {e}")))?
+            .map_err(seal_error)?
         };
         let key = blob_key();
         let writer = blobs.writer(&key).await?;
