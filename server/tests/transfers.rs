@@ -27,6 +27,7 @@ crate::both_databases!(
     recall_and_expiry_shred_then_delete,
     full_disk_during_upload_keeps_nothing,
     unreachable_s3_during_upload_keeps_nothing,
+    two_sweepers_at_once_do_each_job_once,
 );
 
 const PHONE: &str = "01632 960 123";
@@ -1629,4 +1630,44 @@ async fn unreachable_s3_during_upload_keeps_nothing(backend: Backend) {
     assert!(left.is_empty(), "objects left in the bucket: {left:?}");
     let audit = actions(&w.app).await;
     assert!(!audit.iter().any(|a| a == "transfer_sealed"), "{audit:?}");
+}
+
+/// Two instances sweeping at the same moment: every expired transfer is ended, shredded,
+/// audited and reported to its sender exactly once, and every blob deleted.
+async fn two_sweepers_at_once_do_each_job_once(backend: Backend) {
+    let mut w = world(backend).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let name = format!("f{i}.txt");
+        let (id, _) = send_files(&mut w, &[(name.as_str(), b"content")]).await;
+        release(&mut w, id).await;
+        ids.push(id);
+    }
+    w.app.clock.advance(7 * 86_400 + 1);
+    let now = w.app.clock.now();
+    let (a, b) = tokio::join!(
+        transfers::sweeper::sweep(w.app.db(), &w.app.state.blobs, now),
+        transfers::sweeper::sweep(w.app.db(), &w.app.state.blobs, now),
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.ended + b.ended, 6, "{a:?} {b:?}");
+    assert_eq!(a.blobs_deleted + b.blobs_deleted, 6, "{a:?} {b:?}");
+    assert_eq!(blob_count(&w.app).await, 0);
+    for id in ids {
+        let t = transfers::get(w.app.db(), id).await.unwrap().unwrap();
+        assert_eq!(t.state, transfers::State::Expired);
+        assert!(t.shredded_at.is_some() && t.blob_deleted_at.is_some());
+    }
+    let expired = actions(&w.app)
+        .await
+        .into_iter()
+        .filter(|a| a == "transfer_expired")
+        .count();
+    assert_eq!(expired, 6);
+    let told = mails_to(&w.app, "sam@school.sch.uk")
+        .await
+        .into_iter()
+        .filter(|(subject, _)| subject == "Your transfer expired unopened")
+        .count();
+    assert_eq!(told, 6);
 }
