@@ -1044,18 +1044,25 @@ fn age_opens_what_safehand_seals_with_a_passphrase_typed_at_its_prompt() {
     let out = dir.path().join("out");
     fs::create_dir(&out).unwrap();
 
+    age_decrypt_into_tar(&age, &payload, &out, PASSPHRASE);
+    assert_same_tree(&top, &out.join("Year 7 reports"));
+}
+
+/// `age -d PAYLOAD | tar x -C OUT`, typing `passphrase` at age's prompt on a terminal; checks
+/// both succeed and that age did not echo the passphrase.
+fn age_decrypt_into_tar(age: &Path, payload: &Path, out: &Path, passphrase: &str) {
     let mut pty = Pty::new();
-    let mut age_cmd = pty.command(&age, &[os("-d"), payload.as_os_str()]);
+    let mut age_cmd = pty.command(age, &[os("-d"), payload.as_os_str()]);
     let mut age_child = age_cmd.stdout(Stdio::piped()).spawn().unwrap();
     let mut tar = Command::new("tar")
         .arg("x")
         .arg("-C")
-        .arg(&out)
+        .arg(out)
         .stdin(age_child.stdout.take().unwrap())
         .spawn()
         .unwrap();
     pty.expect("passphrase", 1);
-    pty.type_line(PASSPHRASE);
+    pty.type_line(passphrase);
     assert!(
         age_child.wait().unwrap().success(),
         "age -d failed: {}",
@@ -1063,10 +1070,9 @@ fn age_opens_what_safehand_seals_with_a_passphrase_typed_at_its_prompt() {
     );
     assert!(tar.wait().unwrap().success());
     assert!(
-        !pty.screen().contains(PASSPHRASE),
+        !pty.screen().contains(passphrase),
         "age echoed the passphrase"
     );
-    assert_same_tree(&top, &out.join("Year 7 reports"));
 }
 
 /// A transfer payload as the server seals it (generated passphrase, work factor 16, files
@@ -1111,24 +1117,7 @@ fn age_and_tar_open_a_server_sealed_transfer_payload() {
     fs::write(&payload, &whole).unwrap();
     let out = dir.path().join("out");
     fs::create_dir(&out).unwrap();
-    let mut pty = Pty::new();
-    let mut age_cmd = pty.command(&age, &[os("-d"), payload.as_os_str()]);
-    let mut age_child = age_cmd.stdout(Stdio::piped()).spawn().unwrap();
-    let mut tar = Command::new("tar")
-        .arg("x")
-        .arg("-C")
-        .arg(&out)
-        .stdin(age_child.stdout.take().unwrap())
-        .spawn()
-        .unwrap();
-    pty.expect("passphrase", 1);
-    pty.type_line(passphrase.expose_secret());
-    assert!(
-        age_child.wait().unwrap().success(),
-        "age -d failed: {}",
-        pty.screen()
-    );
-    assert!(tar.wait().unwrap().success());
+    age_decrypt_into_tar(&age, &payload, &out, passphrase.expose_secret());
     for (name, content) in &files {
         assert_eq!(&fs::read(out.join(name)).unwrap(), content, "{name}");
     }

@@ -118,20 +118,16 @@ async fn code_post(
     let t = recipient::by_link(&state.db, now, &token).await?;
     match recipient::request_code(&state.db, &state.keys, now, &t, &address).await {
         Ok(()) => Ok(Redirect::to(&format!("/r/{token}/code")).into_response()),
-        Err(Error::BadInput(m)) => {
-            let mut errors = FormErrors::default();
-            errors.add("code", m);
-            Ok(page(
-                &form.csrf,
-                &token,
-                "Enter your code",
-                "code",
-                errors,
-                None,
-            ))
-        }
+        Err(Error::BadInput(m)) => Ok(code_error(&form.csrf, &token, m)),
         Err(e) => Err(e),
     }
+}
+
+/// The code page again, with `message` against the code field.
+fn code_error(csrf: &str, token: &str, message: String) -> Response {
+    let mut errors = FormErrors::default();
+    errors.add("code", message);
+    page(csrf, token, "Enter your code", "code", errors, None)
 }
 
 fn session_cookie(value: &str, token: &str, https: bool) -> String {
@@ -160,18 +156,7 @@ async fn code_check_post(
             }
             Ok(response)
         }
-        Err(Error::BadInput(m)) => {
-            let mut errors = FormErrors::default();
-            errors.add("code", m);
-            Ok(page(
-                &form.csrf,
-                &token,
-                "Enter your code",
-                "code",
-                errors,
-                None,
-            ))
-        }
+        Err(Error::BadInput(m)) => Ok(code_error(&form.csrf, &token, m)),
         Err(e) => Err(e),
     }
 }

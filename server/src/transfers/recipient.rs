@@ -211,22 +211,46 @@ pub async fn check_code(
     .bind(address)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("update transfers set opened_at = coalesce(opened_at, $1) where transfer_id = $2")
-        .bind(now)
-        .bind(t.id)
-        .execute(&mut *tx)
-        .await?;
-    audit::append(
+    first_time(
         &mut tx,
         now,
+        t,
         &actor,
+        "opened_at",
         "recipient_code_accepted",
-        &t.recipient_email,
-        json!({ "transfer_id": t.id }),
     )
     .await?;
     tx.commit().await?;
     Ok(session)
+}
+
+/// Records the first time a recipient reached a step (`column`: `opened_at` or `unlocked_at`)
+/// and audits this time as `action`.
+async fn first_time(
+    tx: &mut sqlx::AnyConnection,
+    now: UnixTime,
+    t: &Transfer,
+    actor: &Actor,
+    column: &'static str,
+    action: &str,
+) -> Result<()> {
+    debug_assert!(matches!(column, "opened_at" | "unlocked_at"));
+    sqlx::query(&format!(
+        "update transfers set {column} = coalesce({column}, $1) where transfer_id = $2"
+    ))
+    .bind(now)
+    .bind(t.id)
+    .execute(&mut *tx)
+    .await?;
+    audit::append(
+        tx,
+        now,
+        actor,
+        action,
+        &t.recipient_email,
+        json!({ "transfer_id": t.id }),
+    )
+    .await
 }
 
 /// A recipient's session for one transfer.
@@ -322,20 +346,13 @@ pub async fn unlock(
             .bind(&session.hash)
             .execute(&mut *tx)
             .await?;
-            sqlx::query(
-                "update transfers set unlocked_at = coalesce(unlocked_at, $1) where transfer_id = $2",
-            )
-            .bind(now)
-            .bind(t.id)
-            .execute(&mut *tx)
-            .await?;
-            audit::append(
+            first_time(
                 &mut tx,
                 now,
+                t,
                 &actor,
+                "unlocked_at",
                 "recipient_passphrase_accepted",
-                &t.recipient_email,
-                json!({ "transfer_id": t.id }),
             )
             .await?;
             tx.commit().await?;
