@@ -43,12 +43,29 @@ pub enum Error {
     /// Any other internal failure (logged, not shown).
     #[error("internal error: {0}")]
     Internal(String),
-}
-
-impl From<crate::keys::KeyError> for Error {
-    fn from(e: crate::keys::KeyError) -> Self {
-        Self::Internal(e.to_string())
-    }
+    /// The server key file could not be read or created (at start-up or in a key rotation).
+    #[error("cannot use the server key file {path}: {source}")]
+    KeyFile {
+        /// The key file.
+        path: String,
+        /// What went wrong.
+        source: std::io::Error,
+    },
+    /// The configured server key is not 32 bytes of hex or base64; the text says what it is.
+    #[error("the server key must be 32 bytes, written as 64 hex digits or base64 ({0})")]
+    KeyMalformed(String),
+    /// A value sealed at rest did not authenticate under the server key (logged, not shown).
+    #[error("a stored secret could not be decrypted with the server key")]
+    Unseal,
+    /// A value sealed at rest names another server key: a rotation is half done, or the wrong
+    /// key file is in use (logged, not shown).
+    #[error("a stored secret is sealed under server key {found}, but the server key in use is {current}; finish the key rotation (safehand-server admin rotate-key) or use the right key file")]
+    SealedUnderOtherKey {
+        /// The sealed value's key id (hex).
+        found: String,
+        /// The key id in use (hex).
+        current: String,
+    },
 }
 
 /// Result with the service's error type.

@@ -14,7 +14,7 @@ use crate::audit::{self, Actor};
 use crate::clock::UnixTime;
 use crate::db::Db;
 use crate::error::{Error, Result};
-use crate::keys::{KeyError, ServerKeys};
+use crate::keys::ServerKeys;
 use serde_json::json;
 use sqlx::Row;
 use std::path::{Path, PathBuf};
@@ -130,10 +130,14 @@ pub async fn rotate(
 ) -> Result<Rotation> {
     let next_path = next_key_path(key_file);
     let read = |path: &Path| -> Result<ServerKeys> {
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
-            Error::Internal(format!("cannot read the key file {}: {e}", path.display()))
-        })?);
-        Ok(ServerKeys::parse(&text)?)
+        let text =
+            Zeroizing::new(
+                std::fs::read_to_string(path).map_err(|source| Error::KeyFile {
+                    path: path.display().to_string(),
+                    source,
+                })?,
+            );
+        ServerKeys::parse(&text)
     };
     if !key_file.exists() {
         // Stopped between the two renames: the old key is retired, the new one waits.
@@ -231,11 +235,11 @@ pub async fn rotate(
                 }
                 let context = format!("{}{id}", col.context_prefix);
                 let plain = old.unseal(&context, &sealed).map_err(|e| match e {
-                    KeyError::OtherKey { .. } | KeyError::Unseal => Error::Internal(format!(
+                    Error::SealedUnderOtherKey { .. } | Error::Unseal => Error::Internal(format!(
                         "{}.{} of row {id} cannot be opened with the current key {} ({e}); nothing else was changed in that row",
                         col.table, col.column, old.id_hex()
                     )),
-                    e => e.into(),
+                    e => e,
                 })?;
                 // Compare-and-set: a row changed meanwhile is left for the next run.
                 sqlx::query(&format!(

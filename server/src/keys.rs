@@ -18,6 +18,8 @@ use std::io::Write;
 use std::path::Path;
 use zeroize::Zeroizing;
 
+use crate::Error;
+
 type HmacSha256 = Hmac<Sha256>;
 
 /// Version byte of values sealed before key ids existed: `[1][nonce][ciphertext]`, read as
@@ -28,34 +30,6 @@ const SEALED_V2: u8 = 2;
 
 /// Identifies a server key without revealing it (the first 8 bytes of an HMAC of the key).
 pub type KeyId = [u8; 8];
-
-/// Problems with the server key.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum KeyError {
-    /// The key file could not be read or created.
-    #[error("cannot use the server key file {path}: {source}")]
-    File {
-        /// The key file.
-        path: String,
-        /// What went wrong.
-        source: std::io::Error,
-    },
-    /// The key is not 32 bytes of base64 or hex.
-    #[error("the server key must be 32 bytes, written as 64 hex digits or base64 ({0})")]
-    Malformed(String),
-    /// A sealed value did not authenticate under this key.
-    #[error("a stored secret could not be decrypted with the server key")]
-    Unseal,
-    /// A sealed value names another server key (a rotation is half done, or the wrong key file).
-    #[error("a stored secret is sealed under server key {found}, but the server key in use is {current}; finish the key rotation (safehand-server admin rotate-key) or use the right key file")]
-    OtherKey {
-        /// The sealed value's key id (hex).
-        found: String,
-        /// The key id in use (hex).
-        current: String,
-    },
-}
 
 /// The keys derived from the server key. Debug never shows them.
 pub struct ServerKeys {
@@ -127,8 +101,8 @@ impl ServerKeys {
     }
 
     /// Writes a new key file (mode 0600, refusing to replace a file) and syncs it to disk.
-    pub fn write_key_file(path: &Path, text: &str) -> Result<(), KeyError> {
-        let file_err = |source| KeyError::File {
+    pub fn write_key_file(path: &Path, text: &str) -> Result<(), Error> {
+        let file_err = |source| Error::KeyFile {
             path: path.display().to_string(),
             source,
         };
@@ -147,7 +121,7 @@ impl ServerKeys {
     }
 
     /// Parses a key written as 64 hex digits or base64 of 32 bytes.
-    pub fn parse(text: &str) -> Result<Self, KeyError> {
+    pub fn parse(text: &str) -> Result<Self, Error> {
         let text = text.trim();
         let bytes = Zeroizing::new(
             hex::decode(text)
@@ -156,20 +130,20 @@ impl ServerKeys {
                     use base64::Engine;
                     base64::engine::general_purpose::STANDARD.decode(text).ok()
                 })
-                .ok_or_else(|| KeyError::Malformed("not hex or base64".into()))?,
+                .ok_or_else(|| Error::KeyMalformed("not hex or base64".into()))?,
         );
         let master: Zeroizing<[u8; 32]> = Zeroizing::new(
             bytes
                 .as_slice()
                 .try_into()
-                .map_err(|_| KeyError::Malformed(format!("{} bytes", bytes.len())))?,
+                .map_err(|_| Error::KeyMalformed(format!("{} bytes", bytes.len())))?,
         );
         Ok(Self::from_master(&master))
     }
 
     /// Reads the key file, or creates it (mode 0600) with a new random key when it is absent.
-    pub fn load_or_create(path: &Path) -> Result<Self, KeyError> {
-        let file_err = |source| KeyError::File {
+    pub fn load_or_create(path: &Path) -> Result<Self, Error> {
+        let file_err = |source| Error::KeyFile {
             path: path.display().to_string(),
             source,
         };
@@ -208,19 +182,19 @@ impl ServerKeys {
     }
 
     /// Decrypts a value made by [`ServerKeys::seal`] with the same `context`.
-    pub fn unseal(&self, context: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    pub fn unseal(&self, context: &str, sealed: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
         let (nonce, body) = match sealed.first() {
             Some(&SEALED_V1) if sealed.len() >= 1 + 12 + 16 => (&sealed[1..13], &sealed[13..]),
             Some(&SEALED_V2) if sealed.len() >= 1 + 8 + 12 + 16 => {
                 if sealed[1..9] != self.id {
-                    return Err(KeyError::OtherKey {
+                    return Err(Error::SealedUnderOtherKey {
                         found: hex::encode(&sealed[1..9]),
                         current: self.id_hex(),
                     });
                 }
                 (&sealed[9..21], &sealed[21..])
             }
-            _ => return Err(KeyError::Unseal),
+            _ => return Err(Error::Unseal),
         };
         let key: &[u8; 32] = &self.seal;
         let cipher = Aes256Gcm::new(key.into());
@@ -231,7 +205,7 @@ impl ServerKeys {
         cipher
             .decrypt(Nonce::from_slice(nonce), payload)
             .map(Zeroizing::new)
-            .map_err(|_| KeyError::Unseal)
+            .map_err(|_| Error::Unseal)
     }
 
     /// The key a sealed value names (`None` for values sealed before key ids, or not sealed
@@ -324,7 +298,7 @@ mod tests {
         let sealed = old.seal("c", b"secret");
         assert_eq!(ServerKeys::sealed_key_id(&sealed), Some(old.id()));
         match new.unseal("c", &sealed) {
-            Err(KeyError::OtherKey { found, current }) => {
+            Err(Error::SealedUnderOtherKey { found, current }) => {
                 assert_eq!((found, current), (old.id_hex(), new.id_hex()));
             }
             other => panic!("{other:?}"),

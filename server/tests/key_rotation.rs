@@ -6,7 +6,7 @@ use crate::common::*;
 use axum::http::StatusCode;
 use safehand_server::audit::{self, Actor, Verification};
 use safehand_server::key_rotation::{self, Options, SEALED_COLUMNS};
-use safehand_server::keys::{KeyError, ServerKeys};
+use safehand_server::keys::ServerKeys;
 use sqlx::Row;
 use std::path::Path;
 use std::sync::Arc;
@@ -119,7 +119,7 @@ async fn rotation_moves_every_secret_and_sign_in_still_works(backend: Backend) {
             .get("totp_seed");
     assert!(matches!(
         old.unseal("totp-seed:1", &seed),
-        Err(KeyError::OtherKey { .. })
+        Err(safehand_server::Error::SealedUnderOtherKey { .. })
     ));
     let new = key_rotation::load_server_secrets(app.db(), new)
         .await

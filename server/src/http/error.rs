@@ -35,9 +35,12 @@ impl Error {
             Error::LinkNotValid => (StatusCode::NOT_FOUND, "link_not_valid"),
             Error::Unavailable => (StatusCode::NOT_FOUND, "unavailable"),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-            Error::Database(_) | Error::Internal(_) => {
-                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
-            }
+            Error::Database(_)
+            | Error::Internal(_)
+            | Error::KeyFile { .. }
+            | Error::KeyMalformed(_)
+            | Error::Unseal
+            | Error::SealedUnderOtherKey { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Error::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
         };
         let internal = status == StatusCode::INTERNAL_SERVER_ERROR
