@@ -1,6 +1,7 @@
 //! The pages in headless Chromium: this test starts the real `safehand-server` binary on a
 //! free port and runs `tests/browser/run.mjs` (Playwright driving Debian's chromium, axe-core
-//! on every page). With CI=true a missing chromium, node or npm package fails the test.
+//! on every page): setup and sign-in, the idle time-out, transfers, and the admin Mail page.
+//! With CI=true a missing chromium, node or npm package fails the test.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -54,6 +55,11 @@ impl Drop for Server {
 }
 
 pub(crate) fn start_server(data_dir: &Path, extra: &[&str]) -> Server {
+    start_server_with_stderr(data_dir, extra, Stdio::inherit())
+}
+
+/// [`start_server`] with the server's standard error (warnings) sent to `stderr`.
+pub(crate) fn start_server_with_stderr(data_dir: &Path, extra: &[&str], stderr: Stdio) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_safehand-server"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -61,7 +67,7 @@ pub(crate) fn start_server(data_dir: &Path, extra: &[&str]) -> Server {
         .env_remove("DATABASE_URL")
         .env("SAFEHAND_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .expect("start safehand-server");
     let stdout = child.stdout.take().unwrap();
@@ -88,13 +94,25 @@ pub(crate) fn start_server(data_dir: &Path, extra: &[&str]) -> Server {
 }
 
 fn run_node(node: &Path, browser_dir: &Path, phase: &str, server: &Server, state_file: &Path) {
+    run_node_with(node, browser_dir, phase, server, state_file, &[]);
+}
+
+fn run_node_with(
+    node: &Path,
+    browser_dir: &Path,
+    phase: &str,
+    server: &Server,
+    state_file: &Path,
+    env: &[(&str, &str)],
+) {
     let mut cmd = Command::new(node);
     cmd.arg("run.mjs")
         .arg(phase)
         .current_dir(browser_dir)
         .env("BASE_URL", &server.base)
         .env("STATE_FILE", state_file)
-        .env("DATA_DIR", state_file.parent().unwrap());
+        .env("DATA_DIR", state_file.parent().unwrap())
+        .envs(env.iter().copied());
     if let Some(url) = &server.setup_url {
         cmd.env("SETUP_URL", url);
     }
@@ -142,9 +160,57 @@ fn pages_in_headless_chromium() {
     );
     run_node(&node, &browser_dir, "idle", &server, &state_file);
     drop(server);
+    mail_page(&node, &browser_dir, data.path(), &state_file);
     // Transfers: contacts, sending with progress, the passphrase page, the recipient, recall.
     let server = start_server(data.path(), &[]);
     run_node(&node, &browser_dir, "transfers", &server, &state_file);
+}
+
+/// The admin Mail page: a mail queued while the server is stopped, then the server restarted
+/// with an SMTP server that is not running, so the page shows the mail waiting with its error.
+fn mail_page(node: &Path, browser_dir: &Path, data: &Path, state_file: &Path) {
+    use safehand_server::mail::{self, OutgoingMail};
+    let to = "pat.parent@example.org";
+    let url = format!("sqlite://{}", data.join("safehand.db").display());
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let db = safehand_server::db::Db::connect(&url).await.unwrap();
+        let mut tx = db.pool().begin().await.unwrap();
+        let mail = OutgoingMail {
+            to: to.into(),
+            subject: "A secure file is waiting for you".into(),
+            body_text: "Open it here: https://safehand.test/r/example\n".into(),
+        };
+        mail::enqueue(&mut tx, &mail, time::OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        db.close().await;
+    });
+    // Nothing listens on this port (bound, then released).
+    let smtp_addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let server = start_server_with_stderr(
+        data,
+        &[
+            "--smtp-url",
+            &format!("smtp://{smtp_addr}?tls=none"),
+            "--mail-from",
+            "Safehand <safehand@school.sch.uk>",
+        ],
+        // The start-up warning that the SMTP server cannot be used is expected here.
+        Stdio::null(),
+    );
+    run_node_with(
+        node,
+        browser_dir,
+        "mail",
+        &server,
+        state_file,
+        &[("MAIL_TO", to), ("SMTP_ADDR", &smtp_addr)],
+    );
 }
 
 #[test]
