@@ -480,6 +480,7 @@ impl Worker {
             Sender::Smtp(transport, describe) => match transport.test_connection().await {
                 Ok(true) => Ok(()),
                 Ok(false) => Err(format!("{describe} The server did not answer NOOP.")),
+                Err(e) if credentials_refused(&e) => Err(credentials_refused_text(&e)),
                 Err(e) => Err(smtp_error_text(&e)),
             },
             Sender::Folder(_) => Ok(()),
@@ -622,6 +623,9 @@ impl Worker {
         match &self.sender {
             Sender::Smtp(transport, _) => match transport.send(message).await {
                 Ok(_) => Ok(()),
+                Err(e) if credentials_refused(&e) => {
+                    Err(Failure::Transient(credentials_refused_text(&e)))
+                }
                 Err(e) if e.is_permanent() => Err(Failure::Permanent(smtp_error_text(&e))),
                 Err(e) => Err(Failure::Transient(smtp_error_text(&e))),
             },
@@ -681,6 +685,22 @@ enum Failure {
     Permanent(String),
     /// Connection refused, timeout, 4xx: try again later.
     Transient(String),
+}
+
+/// Replies that mean the relay did not accept our credentials (RFC 4954: 530 authentication
+/// required, 534 mechanism too weak, 535 credentials invalid, 538 encryption required). They
+/// are permanent replies, but the fault is a setting, not the mail: the mail waits and is
+/// retried (until the last attempt) so that fixing the password delivers it.
+fn credentials_refused(e: &lettre::transport::smtp::Error) -> bool {
+    e.status()
+        .is_some_and(|code| matches!(u16::from(code), 530 | 534 | 535 | 538))
+}
+
+fn credentials_refused_text(e: &lettre::transport::smtp::Error) -> String {
+    format!(
+        "the SMTP server refused Safehand's user name or password; check the user in --smtp-url and the password in --smtp-password-file, then restart (mail waits and is retried). The server said: {}",
+        smtp_error_text(e)
+    )
 }
 
 /// lettre's error text, which names the stage and the server's reply but never credentials.

@@ -172,8 +172,8 @@ async fn run() -> anyhow::Result<ExitCode> {
     .map_err(anyhow::Error::msg)?;
     if let Err(e) = worker.check_connection().await {
         // Not fatal: mail waits in the outbox and is retried; the admin page shows the state.
-        tracing::warn!(error = %e, "the SMTP server cannot be reached now; mail will be retried");
-        eprintln!("safehand-server: warning: the SMTP server cannot be reached now ({e}); mail waits in the outbox and is retried");
+        tracing::warn!(error = %e, "the SMTP server cannot be used now; mail will be retried");
+        eprintln!("safehand-server: warning: the SMTP server cannot be used now ({e}); mail waits in the outbox and is retried");
     }
     settings.mail_delivery = config.mail.describe();
     settings.mail_sends = config.mail.sends();

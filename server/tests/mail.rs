@@ -1,7 +1,8 @@
 //! The outbox and its worker, on SQLite and PostgreSQL, delivering to a real SMTP server
 //! (aiosmtpd over TCP): delivery, retry with backoff until the server is back, giving up, two
 //! workers sharing one database, `.eml` files without SMTP, STARTTLS and implicit TLS with a
-//! private CA, and the admin page.
+//! private CA, a relay that wants a password (`tests/smtp/auth_server.py`) driven by the real
+//! binary, and the admin page.
 
 use crate::common::*;
 use axum::http::StatusCode;
@@ -393,6 +394,8 @@ crate::both_databases!(
     two_workers_never_send_the_same_mail,
     writes_eml_files_without_smtp,
     admin_page_shows_the_outbox,
+    delivers_through_a_relay_that_wants_a_password,
+    a_wrong_smtp_password_is_reported_and_the_mail_waits,
 );
 
 /// A CA and a certificate for `localhost` signed by it (openssl).
@@ -446,7 +449,7 @@ fn private_ca(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
     ]);
     std::fs::write(
         dir.join("ext.cnf"),
-        "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
     run(&[
@@ -530,6 +533,218 @@ async fn tls_delivery(implicit: bool) {
     );
     let got = wait_for_mail_in(&smtp.maildir, &to, 1, Duration::from_secs(10)).await;
     assert_eq!(got[0].subject(), "A secure file is waiting for you");
+}
+
+/// `tests/smtp/auth_server.py`: a relay that wants STARTTLS (certificate from [`private_ca`])
+/// and then AUTH PLAIN or LOGIN as `RELAY_USER`, writing a maildir; stopped on drop.
+struct AuthSmtp {
+    child: Child,
+    port: u16,
+    maildir: PathBuf,
+    log: PathBuf,
+    ca: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+const RELAY_USER: &str = "relay@school.sch.uk";
+const RELAY_PASSWORD: &str = "correct horse 7 battery staple";
+
+impl AuthSmtp {
+    fn start() -> Option<Self> {
+        if !aiosmtpd_available() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, cert, key) = private_ca(dir.path())?;
+        let password_file = dir.path().join("relay-password");
+        std::fs::write(&password_file, format!("{RELAY_PASSWORD}\n")).unwrap();
+        let (maildir, log) = (dir.path().join("maildir"), dir.path().join("relay.log"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/smtp/auth_server.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .args(["--listen", "127.0.0.1:0", "--user", RELAY_USER])
+            .arg("--cert")
+            .arg(&cert)
+            .arg("--key")
+            .arg(&key)
+            .arg("--password-file")
+            .arg(&password_file)
+            .arg("--maildir")
+            .arg(&maildir)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start tests/smtp/auth_server.py");
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let Some(port) = line
+            .trim()
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse().ok())
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "auth_server.py did not start ({line:?}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        };
+        Some(Self {
+            child,
+            port,
+            maildir,
+            log,
+            ca,
+            _dir: dir,
+        })
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap()
+    }
+
+    /// Starts the real `safehand-server` on `tdb`'s database, sending through this relay with
+    /// `password` from a file, the relay's CA trusted with `--smtp-ca-file`. Its standard
+    /// error goes to the returned file.
+    fn start_server(
+        &self,
+        tdb: &TestDb,
+        data: &Path,
+        password: &str,
+    ) -> (crate::browser::Server, PathBuf) {
+        let password_file = data.join("smtp-password");
+        std::fs::create_dir_all(data).unwrap();
+        std::fs::write(&password_file, password).unwrap();
+        let stderr = data.join("server.err");
+        // The user is an email address, percent-encoded in the URL as operators write it.
+        let url = format!(
+            "smtp://{}@127.0.0.1:{}",
+            RELAY_USER.replace('@', "%40"),
+            self.port
+        );
+        let server = crate::browser::start_server_with_stderr(
+            &data.join("server"),
+            &[
+                "--database-url",
+                &tdb.url,
+                "--smtp-url",
+                &url,
+                "--smtp-password-file",
+                password_file.to_str().unwrap(),
+                "--smtp-ca-file",
+                self.ca.to_str().unwrap(),
+                "--mail-from",
+                FROM,
+            ],
+            Stdio::from(std::fs::File::create(&stderr).unwrap()),
+        );
+        (server, stderr)
+    }
+}
+
+impl Drop for AuthSmtp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Mail queued in the database reaches a relay that requires STARTTLS and a password, sent by
+/// the real binary configured as an operator would (`--smtp-url smtp://USER@HOST:PORT`,
+/// `--smtp-password-file`, `--smtp-ca-file`).
+async fn delivers_through_a_relay_that_wants_a_password(backend: Backend) {
+    let Some(relay) = AuthSmtp::start() else {
+        return;
+    };
+    let tdb = TestDb::new(backend).await;
+    let data = tempfile::tempdir().unwrap();
+    let (server, stderr) = relay.start_server(&tdb, data.path(), RELAY_PASSWORD);
+    let to = unique_address("relay");
+    let sent = waiting_mail(&to);
+    queue(&tdb.db, &Clock::system(), &sent).await;
+    let got = wait_for_mail_in(&relay.maildir, &to, 1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].subject(), sent.subject);
+    assert_eq!(got[0].body.trim_end(), sent.body_text.trim_end());
+    assert_eq!(got[0].mail_from, "safehand@school.sch.uk");
+    let log = relay.log();
+    assert!(
+        log.contains(&format!("auth ok PLAIN {RELAY_USER}")),
+        "{log}"
+    );
+    assert!(!log.contains("auth refused"), "{log}");
+    // The worker records the delivery just after the relay accepted it.
+    let mut row = outbox_row(&tdb.db, &to).await;
+    for _ in 0..100 {
+        if row.0 == "sent" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        row = outbox_row(&tdb.db, &to).await;
+    }
+    assert_eq!((row.0.as_str(), row.1, row.3), ("sent", 1, None));
+    drop(server);
+    let err = std::fs::read_to_string(stderr).unwrap();
+    assert!(!err.contains("warning"), "{err}");
+    assert!(!err.contains(RELAY_PASSWORD));
+}
+
+/// A wrong password is not a silent drop: the start-up check says so, and the mail stays
+/// queued for a retry with an error that names the setting to fix (shown on the Mail page).
+async fn a_wrong_smtp_password_is_reported_and_the_mail_waits(backend: Backend) {
+    let Some(relay) = AuthSmtp::start() else {
+        return;
+    };
+    let tdb = TestDb::new(backend).await;
+    let data = tempfile::tempdir().unwrap();
+    let wrong = "not the relay password";
+    let (server, stderr) = relay.start_server(&tdb, data.path(), wrong);
+    let to = unique_address("wrong-password");
+    let before = Clock::system().now();
+    queue(&tdb.db, &Clock::system(), &waiting_mail(&to)).await;
+    let mut row = outbox_row(&tdb.db, &to).await;
+    for _ in 0..300 {
+        if row.1 > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        row = outbox_row(&tdb.db, &to).await;
+    }
+    drop(server);
+    let (state, attempts, body, error) = row;
+    assert_eq!((state.as_str(), attempts), ("queued", 1), "{error:?}");
+    let error = error.expect("the failure is recorded");
+    assert!(
+        error.contains("refused Safehand's user name or password")
+            && error.contains("--smtp-password-file")
+            && error.contains("535"),
+        "{error}"
+    );
+    assert!(!error.contains(wrong), "{error}");
+    assert!(!body.is_empty(), "the body waits for the next attempt");
+    let next: i64 = sqlx::query("select next_attempt_at from mail_outbox where recipient = $1")
+        .bind(&to)
+        .fetch_one(tdb.db.pool())
+        .await
+        .unwrap()
+        .get("next_attempt_at");
+    assert!(
+        next >= before + 60,
+        "retried a minute later ({next}, {before})"
+    );
+    assert!(got_no_mail(&relay.maildir, &to));
+    assert!(relay
+        .log()
+        .contains(&format!("auth refused PLAIN {RELAY_USER}")));
+    let err = std::fs::read_to_string(stderr).unwrap();
+    assert!(
+        err.contains("warning: the SMTP server cannot be used now")
+            && err.contains("refused Safehand's user name or password"),
+        "{err}"
+    );
+    assert!(!err.contains(wrong), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
