@@ -6,10 +6,12 @@
 //! also with digits and symbols stripped from the ends), a single repeated character, a simple sequence, or a
 //! password built from the account's own email or name.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::password_hash::{Output, ParamsString, PasswordHash, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use std::collections::HashSet;
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex};
+use subtle::ConstantTimeEq;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Fewest characters a password may have.
 pub const MIN_CHARS: usize = 12;
@@ -73,19 +75,68 @@ fn is_sequence(s: &str) -> bool {
     rising || falling
 }
 
-fn argon2() -> Argon2<'static> {
-    // Argon2id with the RustCrypto defaults (19 MiB, 2 passes, 1 lane): OWASP's recommended
-    // minimum, about 30 ms per hash here.
-    Argon2::default()
+/// Argon2id with the RustCrypto defaults (19 MiB, 2 passes, 1 lane): OWASP's recommended
+/// minimum, about 30 ms per hash here. Hashes record their parameters, so stored hashes made
+/// with other parameters still verify.
+fn params() -> Params {
+    Params::DEFAULT
 }
 
-/// Hashes a password (slow on purpose: call it from a blocking thread).
+/// Argon2 working memory, reused. Each computation needs `m` KiB of blocks (19 MiB by
+/// default); allocating and freeing that per sign-in made glibc raise its mmap threshold and
+/// keep the freed buffers in its heaps (400-550 MiB under a burst of sign-ins). Buffers of the
+/// default size are kept here, at most one per permit of [`argon2_permits`], zeroed after each
+/// use.
+static MEMORY: Mutex<Vec<Vec<Block>>> = Mutex::new(Vec::new());
+
+/// Runs `f` with zeroed working memory of `block_count` blocks: a pooled buffer when the
+/// count is the default one, a buffer of its own otherwise (an old hash with other parameters).
+/// The memory is zeroed again afterwards, so no password-derived state lingers.
+fn with_memory<R>(block_count: usize, f: impl FnOnce(&mut [Block]) -> R) -> R {
+    let pooled = block_count == params().block_count();
+    let reused = if pooled {
+        MEMORY.lock().map(|mut pool| pool.pop()).unwrap_or(None)
+    } else {
+        None
+    };
+    let mut blocks = reused.unwrap_or_else(|| vec![Block::default(); block_count]);
+    let result = f(&mut blocks);
+    for block in blocks.iter_mut() {
+        block.zeroize();
+    }
+    if pooled {
+        if let Ok(mut pool) = MEMORY.lock() {
+            if pool.len() < permit_count() {
+                pool.push(blocks);
+            }
+        }
+    }
+    result
+}
+
+/// Hashes a password (slow on purpose: call it from a blocking thread, or [`hash_async`]).
+/// The result is a PHC string (`$argon2id$v=19$m=19456,t=2,p=1$salt$hash`).
 pub fn hash(password: &str) -> Result<String, crate::Error> {
+    let failed =
+        |e: &dyn std::fmt::Display| crate::Error::Internal(format!("password hashing failed: {e}"));
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    argon2()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| crate::Error::Internal(format!("password hashing failed: {e}")))
+    let mut salt_bytes = [0u8; Salt::MAX_LENGTH];
+    let salt_bytes = salt.decode_b64(&mut salt_bytes).map_err(|e| failed(&e))?;
+    let params = params();
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+    let mut out = Zeroizing::new([0u8; Params::DEFAULT_OUTPUT_LEN]);
+    with_memory(params.block_count(), |blocks| {
+        argon2.hash_password_into_with_memory(password.as_bytes(), salt_bytes, &mut out[..], blocks)
+    })
+    .map_err(|e| failed(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(&params).map_err(|e| failed(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out[..]).map_err(|e| failed(&e))?),
+    };
+    Ok(phc.to_string())
 }
 
 /// A fixed hash to verify against when the account does not exist, so that an unknown email
@@ -97,30 +148,46 @@ static DUMMY_HASH: LazyLock<String> =
 /// spends the same time and fails.
 pub fn verify(password: &str, stored: Option<&str>) -> bool {
     let (candidate, real) = match stored {
-        Some(h) => (h.to_string(), true),
-        None => (DUMMY_HASH.clone(), false),
+        Some(h) => (h, true),
+        None => (DUMMY_HASH.as_str(), false),
     };
-    let ok = PasswordHash::new(&candidate)
-        .map(|parsed| {
-            argon2()
-                .verify_password(password.as_bytes(), &parsed)
-                .is_ok()
-        })
-        .unwrap_or(false);
-    ok && real
+    verify_phc(password, candidate).unwrap_or(false) && real
+}
+
+/// Recomputes the Argon2 hash of `password` with the parameters and salt of the PHC string
+/// `stored` and compares the results in constant time. `None` when `stored` is not a hash
+/// this server can check.
+fn verify_phc(password: &str, stored: &str) -> Option<bool> {
+    let parsed = PasswordHash::new(stored).ok()?;
+    let algorithm = Algorithm::try_from(parsed.algorithm).ok()?;
+    let version = parsed
+        .version
+        .map_or(Ok(Version::default()), Version::try_from)
+        .ok()?;
+    let params = Params::try_from(&parsed).ok()?;
+    let expected = parsed.hash?;
+    let mut salt = [0u8; Salt::MAX_LENGTH];
+    let salt = parsed.salt?.decode_b64(&mut salt).ok()?;
+    let argon2 = Argon2::new(algorithm, version, params.clone());
+    let mut out = Zeroizing::new(vec![0u8; expected.len()]);
+    with_memory(params.block_count(), |blocks| {
+        argon2.hash_password_into_with_memory(password.as_bytes(), salt, &mut out, blocks)
+    })
+    .ok()?;
+    Some(bool::from(out.as_slice().ct_eq(expected.as_bytes())))
 }
 
 /// At most one Argon2id computation per CPU at a time: each takes 19 MiB, and a burst of
 /// sign-ins on unbounded blocking threads made the allocator keep about 1 GiB.
 fn argon2_permits() -> &'static tokio::sync::Semaphore {
     static PERMITS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
-    PERMITS.get_or_init(|| {
-        tokio::sync::Semaphore::new(
-            std::thread::available_parallelism()
-                .map(usize::from)
-                .unwrap_or(2),
-        )
-    })
+    PERMITS.get_or_init(|| tokio::sync::Semaphore::new(permit_count()))
+}
+
+fn permit_count() -> usize {
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(2)
 }
 
 /// Runs [`hash`] on a blocking thread (one per CPU at most).
@@ -181,6 +248,58 @@ mod tests {
             "A"
         )
         .is_ok());
+    }
+
+    #[test]
+    fn hashes_made_before_the_memory_pool_still_verify() {
+        // Made by `argon2::Argon2::default().hash_password` (PasswordHasher), as stored
+        // before passwords reused their Argon2 memory.
+        let stored = "$argon2id$v=19$m=19456,t=2,p=1$hNuCYKYBxnHx2pDju6vrFw$AqQ3QsNFSDd91H9zkZBAe6x3iimCR9HvgTcZ1rT2FtM";
+        assert!(verify("kettle orbit lantern", Some(stored)));
+        assert!(!verify("kettle orbit lanterns", Some(stored)));
+        // Other parameters and the other Argon2 variants (a hash from another tool).
+        use argon2::password_hash::PasswordHasher;
+        for (algorithm, m) in [(Algorithm::Argon2id, 8192), (Algorithm::Argon2i, 19456)] {
+            let other = Argon2::new(
+                algorithm,
+                Version::V0x13,
+                Params::new(m, 3, 1, None).unwrap(),
+            )
+            .hash_password(
+                b"river stone meadow",
+                &SaltString::generate(&mut rand::rngs::OsRng),
+            )
+            .unwrap()
+            .to_string();
+            assert!(verify("river stone meadow", Some(&other)), "{other}");
+            assert!(!verify("river stone meadows", Some(&other)), "{other}");
+        }
+        assert!(!verify("kettle orbit lantern", Some("not a hash")));
+        assert!(!verify(
+            "kettle orbit lantern",
+            Some("$argon2id$v=19$m=19456,t=2,p=1$hNuCYKYBxnHx2pDju6vrFw")
+        ));
+    }
+
+    #[test]
+    fn new_hashes_verify_with_the_argon2_crate_and_reuse_zeroed_memory() {
+        use argon2::password_hash::PasswordVerifier;
+        let h = hash("kettle orbit lantern").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        let parsed = PasswordHash::new(&h).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"kettle orbit lantern", &parsed)
+            .is_ok());
+        assert_ne!(
+            hash("kettle orbit lantern").unwrap(),
+            h,
+            "a new salt each time"
+        );
+        // The pool keeps at most one buffer per permit, every one zeroed.
+        let pool = MEMORY.lock().unwrap();
+        assert!(pool.len() <= permit_count());
+        assert!(pool.iter().all(|b| b.len() == params().block_count()
+            && b.iter().all(|block| block.as_ref().iter().all(|w| *w == 0))));
     }
 
     #[test]
