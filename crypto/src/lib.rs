@@ -8,6 +8,7 @@
 //! - Split files ([`split`]): header and body apart, sealed and opened a slice at a time
 //!   (the server's crypto-shredded storage).
 //! - Passphrases ([`passphrase`]) are generated from the EFF word list or checked for strength.
+//! - Text PDFs ([`pdf`]) for the certificate of erasure and the server's disposal report.
 //!
 //! ```
 //! use safehand_crypto::{decrypt_to, encrypt, Armor, DecryptionKey, EncryptedFile, Identity, Recipients};
@@ -30,6 +31,7 @@ mod keys;
 mod output;
 pub mod passphrase;
 pub mod payload;
+pub mod pdf;
 mod pipe;
 pub mod split;
 mod stream;

@@ -1,11 +1,12 @@
 //! One-page PDF rendering of a certificate, for a person to sign (NIST SP 800-88 Appendix G
 //! style: the operator's attestation plus a second person's validation).
 //!
-//! Hand-written PDF 1.4 with the standard Helvetica fonts: no font files, no images, a few
-//! kilobytes, and text that `pdftotext` and screen readers can extract. Pulling in a PDF crate
-//! for one page of text would add far more code than this file.
+//! Hand-written PDF 1.4 ([`crate::pdf`]) with the standard Helvetica fonts: no font files, no
+//! images, a few kilobytes, and text that `pdftotext` and screen readers can extract. Pulling
+//! in a PDF crate for one page of text would add far more code than this file.
 
 use super::{ByteRangeError, PublicKey, WipeCertificate};
+use crate::pdf::{assemble, show_text, wrap};
 
 const PAGE_WIDTH: f32 = 595.0; // A4 in points
 const PAGE_HEIGHT: f32 = 842.0;
@@ -25,10 +26,7 @@ struct Page {
 
 impl Page {
     fn text(&mut self, x: f32, y: f32, font: &str, size: f32, text: &str) {
-        self.ops.push_str(&format!(
-            "BT /{font} {size} Tf 1 0 0 1 {x:.1} {y:.1} Tm ({}) Tj ET\n",
-            pdf_string(text)
-        ));
+        show_text(&mut self.ops, font, size, x, y, text);
     }
 
     fn rule(&mut self, x1: f32, y1: f32, x2: f32) {
@@ -71,52 +69,6 @@ impl Page {
         self.y -= 3.0;
         self.line("F2", text);
     }
-}
-
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut current = String::new();
-    for word in text.split(' ') {
-        let mut word = word.to_string();
-        while word.chars().count() > width {
-            let head: String = word.chars().take(width).collect();
-            word = word.chars().skip(width).collect();
-            if !current.is_empty() {
-                lines.push(std::mem::take(&mut current));
-            }
-            lines.push(head);
-        }
-        if !current.is_empty() && current.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut current));
-        }
-        if !current.is_empty() {
-            current.push(' ');
-        }
-        current.push_str(&word);
-    }
-    if !current.is_empty() || lines.is_empty() {
-        lines.push(current);
-    }
-    lines
-}
-
-/// A PDF literal string in WinAnsi (Latin-1 subset); other characters become `?`.
-fn pdf_string(text: &str) -> String {
-    let mut out = String::new();
-    for c in text.chars() {
-        match c {
-            '(' | ')' | '\\' => {
-                out.push('\\');
-                out.push(c);
-            }
-            ' '..='~' => out.push(c),
-            c if (0xA0..=0xFF).contains(&(c as u32)) => {
-                out.push_str(&format!("\\{:03o}", c as u32))
-            }
-            _ => out.push('?'),
-        }
-    }
-    out
 }
 
 fn yes_no(value: Option<bool>) -> &'static str {
@@ -359,51 +311,11 @@ pub fn render_pdf(certificate: &WipeCertificate, signer: &PublicKey) -> Vec<u8> 
     page.rule(265.0, y - 1.0, PAGE_WIDTH - MARGIN);
 
     assemble(
-        &page.ops,
+        &[page.ops],
+        PAGE_WIDTH,
+        PAGE_HEIGHT,
         &format!("Certificate of Erasure {}", c.certificate_id),
     )
-}
-
-fn assemble(content: &str, title: &str) -> Vec<u8> {
-    let objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
-        format!(
-            "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 {PAGE_WIDTH} {PAGE_HEIGHT}] \
-             /Resources << /Font << /F1 4 0 R /F2 5 0 R >> >> /Contents 6 0 R >>"
-        ),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
-            .to_string(),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica-Bold /Encoding /WinAnsiEncoding >>"
-            .to_string(),
-        format!(
-            "<< /Length {} >>\nstream\n{content}endstream",
-            content.len()
-        ),
-        format!("<< /Title ({}) /Producer (Safehand) >>", pdf_string(title)),
-    ];
-    let mut out = Vec::new();
-    out.extend_from_slice(b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n");
-    let mut offsets = Vec::new();
-    for (i, object) in objects.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n{object}\nendobj\n", i + 1).as_bytes());
-    }
-    let xref = out.len();
-    out.extend_from_slice(
-        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
-    );
-    for offset in offsets {
-        out.extend_from_slice(format!("{offset:010} 00000 n \n").as_bytes());
-    }
-    out.extend_from_slice(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R /Info 7 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .as_bytes(),
-    );
-    out
 }
 
 #[cfg(test)]
@@ -418,12 +330,6 @@ mod tests {
         assert!(text.starts_with("%PDF-1.4"));
         assert!(text.contains("(Result: ERASED     NIST SP 800-88 category: Clear)"));
         assert!(text.trim_end().ends_with("%%EOF"));
-        assert_eq!(pdf_string("a(b)\\é€"), "a\\(b\\)\\\\\\351?");
-    }
-
-    #[test]
-    fn wrap_keeps_words_and_splits_long_ones() {
-        assert_eq!(wrap("aaa bbb ccc", 7), vec!["aaa bbb", "ccc"]);
-        assert_eq!(wrap("abcdefghij", 4), vec!["abcd", "efgh", "ij"]);
+        assert!(text.contains("/Count 1"));
     }
 }
