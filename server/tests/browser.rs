@@ -1,8 +1,10 @@
 //! The pages in headless Chromium: this test starts the real `safehand-server` binary on a
 //! free port and runs `tests/browser/run.mjs` (Playwright driving Debian's chromium, axe-core
-//! on every page): setup and sign-in, the idle time-out, transfers, and the admin Mail page.
+//! on every page): setup and sign-in, the idle time-out, transfers, and the admin Mail page;
+//! and `tests/browser/register.mjs`, the equipment register, on SQLite and on PostgreSQL.
 //! With CI=true a missing chromium, node or npm package fails the test.
 
+use crate::common::{Backend, TestDb};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -214,7 +216,17 @@ fn mail_page(node: &Path, browser_dir: &Path, data: &Path, state_file: &Path) {
 }
 
 #[test]
-fn register_pages_in_headless_chromium() {
+fn register_pages_in_headless_chromium_on_sqlite() {
+    register_pages(Backend::Sqlite);
+}
+
+#[test]
+fn register_pages_in_headless_chromium_on_postgres() {
+    register_pages(Backend::Postgres);
+}
+
+/// `tests/browser/register.mjs` against the real binary on a fresh database of `backend`.
+fn register_pages(backend: Backend) {
     use safehand_crypto::certificate::{sign_certificate, SigningKey, WipeCertificate};
     let (Some(_chromium), Some(node), Some(npm)) =
         (tool("/usr/bin/chromium"), tool("node"), tool("npm"))
@@ -243,7 +255,18 @@ fn register_pages_in_headless_chromium() {
         "asset_tag,kind,storage_media,personal_data\nIP-1,tablet,T1,yes\nIP-2,fridge,T2,no\n",
     )
     .unwrap();
-    let server = start_server(&data.path().join("server"), &[]);
+    // The runtime outlives the database (declared first, dropped last).
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_db, database) = match backend {
+        Backend::Sqlite => (None, Vec::new()),
+        Backend::Postgres => {
+            let db = runtime.block_on(TestDb::new(Backend::Postgres));
+            let url = db.url.clone();
+            (Some(db), vec!["--database-url".to_string(), url])
+        }
+    };
+    let database: Vec<&str> = database.iter().map(String::as_str).collect();
+    let server = start_server(&data.path().join("server"), &database);
     let out = Command::new(node)
         .arg("register.mjs")
         .current_dir(&browser_dir)
@@ -268,6 +291,6 @@ fn register_pages_in_headless_chromium() {
     println!("{text}");
     assert!(
         out.status.success(),
-        "browser register test failed:\n{text}"
+        "browser register test on {backend:?} failed:\n{text}"
     );
 }

@@ -4,63 +4,19 @@
 // bad rows, uploads a signed wipe certificate, and fills in the disposal form; the admin
 // authorises; the technician completes; the disposal report shows it.
 //
+// The server runs on SQLite or PostgreSQL (server/tests/browser.rs runs it on both).
+//
 //   BASE_URL=... SETUP_URL=... CERT_FILE=... PUBLIC_KEY=... BAD_CSV=... node register.mjs
-import { chromium } from 'playwright-core';
-import { createRequire } from 'node:module';
-import { createHmac } from 'node:crypto';
+import { axeCheck, check, freshCode, launch, runAndReport, submit } from './lib.mjs';
 
-const require = createRequire(import.meta.url);
-const AXE = require.resolve('axe-core/axe.min.js');
 const BASE = process.env.BASE_URL;
-const failures = [];
-const checked = [];
-
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-}
-
-// ---- TOTP (RFC 6238, SHA-1, 6 digits, 30 s) ----
-function base32Decode(s) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = '';
-  for (const c of s.replace(/=+$/, '').toUpperCase()) {
-    const v = alphabet.indexOf(c);
-    if (v >= 0) bits += v.toString(2).padStart(5, '0');
-  }
-  const bytes = [];
-  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
-  return Buffer.from(bytes);
-}
-function totp(secret, step) {
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(step));
-  const mac = createHmac('sha1', base32Decode(secret)).update(counter).digest();
-  const offset = mac[mac.length - 1] & 0xf;
-  return ((mac.readUInt32BE(offset) & 0x7fffffff) % 1000000).toString().padStart(6, '0');
-}
-
-async function axeCheck(page, label) {
-  await page.addScriptTag({ path: AXE });
-  const results = await page.evaluate(async () =>
-    // eslint-disable-next-line no-undef
-    await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice'] } }));
-  const bad = results.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  checked.push(`${label} (${results.violations.length} minor or moderate notes)`);
-  for (const v of bad) {
-    failures.push(`${label}: [${v.impact}] ${v.id}: ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-  }
-}
-
-async function submit(page, selector = 'main button[type=submit]') {
-  await Promise.all([page.waitForLoadState('load'), page.click(selector)]);
-}
 
 async function enrol(page, password) {
   await page.fill('#password', password);
   await page.fill('#confirm', password);
   await submit(page);
   const secret = (await page.textContent('#totp-secret')).trim();
-  await page.fill('#code', totp(secret, Math.floor(Date.now() / 30000)));
+  await page.fill('#code', await freshCode(secret));
   await submit(page);
   await Promise.all([page.waitForLoadState('load'), page.click('text=I have saved my recovery codes')]);
 }
@@ -68,11 +24,7 @@ async function enrol(page, password) {
 const contextOptions = { bypassCSP: true, viewport: { width: 1024, height: 900 } };
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
+  const browser = await launch();
   try {
     // ---- the admin, and a technician ----
     const ctxA = await browser.newContext(contextOptions);
@@ -191,14 +143,4 @@ async function main() {
   }
 }
 
-try {
-  await main();
-} catch (e) {
-  failures.push(String(e && e.stack ? e.stack : e));
-}
-console.log(`axe-core checked ${checked.length} pages:\n  ${checked.join('\n  ')}`);
-if (failures.length) {
-  console.error(`FAILED:\n  ${failures.join('\n  ')}`);
-  process.exit(1);
-}
-console.log('browser register pages passed');
+await runAndReport('browser register pages', main);

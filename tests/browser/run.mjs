@@ -2,6 +2,7 @@
 // the secret shown on the page), sign-in, wrong code, lock-out, sign-out, an admin creating and
 // disabling a user whose open session then fails, and (phase "idle") the idle time-out.
 // Every page visited gets an axe-core check; any serious or critical violation fails the run.
+// The helpers shared with register.mjs (TOTP, axe-core, launching chromium) are in lib.mjs.
 //
 //   BASE_URL=... SETUP_URL=... STATE_FILE=... node run.mjs main
 //   BASE_URL=... STATE_FILE=... node run.mjs idle
@@ -13,88 +14,16 @@
 // and confirms; the recipient follows the mailed link (mail read from DATA_DIR/outbox), gets a
 // code, enters a wrong then the right passphrase and downloads; the sender sees the receipt and
 // recalls a second transfer, whose link then shows the "cannot be used" page.
-import { chromium } from 'playwright-core';
-import { createRequire } from 'node:module';
-import { createHmac } from 'node:crypto';
 import { readFileSync, writeFileSync, readdirSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { axeCheck, check, freshCode, lastStep, launch, runAndReport, submit } from './lib.mjs';
 
-const require = createRequire(import.meta.url);
-const AXE = require.resolve('axe-core/axe.min.js');
 const BASE = process.env.BASE_URL;
 const STATE_FILE = process.env.STATE_FILE;
 const phase = process.argv[2] ?? 'main';
 
-const failures = [];
-const checked = [];
-
-function check(condition, message) {
-  if (!condition) throw new Error(`check failed: ${message}`);
-}
-
-// ---- TOTP (RFC 6238, SHA-1, 6 digits, 30 s) ----
-function base32Decode(s) {
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
-  let bits = '';
-  for (const c of s.replace(/=+$/, '').toUpperCase()) {
-    const v = alphabet.indexOf(c);
-    if (v < 0) continue;
-    bits += v.toString(2).padStart(5, '0');
-  }
-  const bytes = [];
-  for (let i = 0; i + 8 <= bits.length; i += 8) bytes.push(parseInt(bits.slice(i, i + 8), 2));
-  return Buffer.from(bytes);
-}
-function totp(secret, step) {
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(step));
-  const mac = createHmac('sha1', base32Decode(secret)).update(counter).digest();
-  const offset = mac[mac.length - 1] & 0xf;
-  const n = (mac.readUInt32BE(offset) & 0x7fffffff) % 1000000;
-  return n.toString().padStart(6, '0');
-}
-const lastStep = new Map();
-// A code for a time step not used before (the server refuses a replayed step). The server
-// accepts one step of drift, so the next step's code works at once; beyond that, wait.
-async function freshCode(secret) {
-  const now = Math.floor(Date.now() / 1000 / 30);
-  const step = Math.max(now, (lastStep.get(secret) ?? 0) + 1);
-  if (step > now + 1) {
-    const waitMs = (step - 1) * 30000 - Date.now() + 200;
-    if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
-  }
-  lastStep.set(secret, step);
-  return totp(secret, step);
-}
-
-// ---- accessibility ----
-async function axeCheck(page, label) {
-  await page.addScriptTag({ path: AXE });
-  const results = await page.evaluate(async () =>
-    // eslint-disable-next-line no-undef
-    await axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'wcag22aa', 'best-practice'] } }));
-  const bad = results.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  checked.push(`${label} (${results.violations.length} minor or moderate notes)`);
-  for (const v of bad) {
-    failures.push(`${label}: [${v.impact}] ${v.id}: ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
-  }
-}
-
-async function launch() {
-  return chromium.launch({
-    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-      '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-}
-
 // The context bypasses CSP only so the test can inject axe-core; the pages themselves have no script.
 const contextOptions = { bypassCSP: true, viewport: { width: 390, height: 844 } };
-
-async function submit(page) {
-  await Promise.all([page.waitForLoadState('load'), page.click('main button[type=submit]')]);
-}
 
 async function signIn(page, who, label) {
   await page.goto(`${BASE}/sign-in`);
@@ -468,7 +397,7 @@ async function mailPage() {
   }
 }
 
-try {
+await runAndReport(`browser phase "${phase}"`, async () => {
   if (phase === 'main') await main();
   else if (phase === 'transfers') await transfers();
   else if (phase === 'idle') await idle();
@@ -479,12 +408,4 @@ try {
     const state = JSON.parse(readFileSync(STATE_FILE, 'utf8'));
     writeFileSync(STATE_FILE, JSON.stringify({ ...state, lastStep: [...lastStep] }));
   }
-} catch (e) {
-  failures.push(String(e && e.stack ? e.stack : e));
-}
-console.log(`axe-core checked ${checked.length} pages:\n  ${checked.join('\n  ')}`);
-if (failures.length) {
-  console.error(`FAILED:\n  ${failures.join('\n  ')}`);
-  process.exit(1);
-}
-console.log(`browser phase "${phase}" passed`);
+});
