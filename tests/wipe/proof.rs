@@ -72,43 +72,21 @@ fn png_with(marker: &str) -> Vec<u8> {
     out
 }
 
-/// A one-page PDF whose text is the marker, repeated.
+/// A one-page PDF whose text is the marker, repeated (written like Safehand's own PDFs).
 fn pdf_with(marker: &str) -> Vec<u8> {
     let mut content = String::new();
     for i in 0..400 {
-        content.push_str(&format!(
-            "BT /F1 8 Tf 20 {} Td ({marker} line {i}) Tj ET\n",
-            800 - (i % 90) * 9
-        ));
+        let y = (800 - (i % 90) * 9) as f32;
+        safehand_crypto::pdf::show_text(
+            &mut content,
+            "F1",
+            8.0,
+            20.0,
+            y,
+            &format!("{marker} line {i}"),
+        );
     }
-    let objects = [
-        "<< /Type /Catalog /Pages 2 0 R >>".to_string(),
-        "<< /Type /Pages /Kids [3 0 R] /Count 1 >>".to_string(),
-        "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Resources << /Font << /F1 4 0 R >> >> /Contents 5 0 R >>".to_string(),
-        "<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>".to_string(),
-        format!("<< /Length {} >>\nstream\n{content}endstream", content.len()),
-    ];
-    let mut out = b"%PDF-1.4\n".to_vec();
-    let mut offsets = Vec::new();
-    for (i, o) in objects.iter().enumerate() {
-        offsets.push(out.len());
-        out.extend_from_slice(format!("{} 0 obj\n{o}\nendobj\n", i + 1).as_bytes());
-    }
-    let xref = out.len();
-    out.extend_from_slice(
-        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
-    );
-    for o in offsets {
-        out.extend_from_slice(format!("{o:010} 00000 n \n").as_bytes());
-    }
-    out.extend_from_slice(
-        format!(
-            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-            objects.len() + 1
-        )
-        .as_bytes(),
-    );
-    out
+    safehand_crypto::pdf::assemble(&[content], 595.0, 842.0, marker)
 }
 
 /// ext4 on the device with a filler file, then PNG, PDF and text files carrying markers.
