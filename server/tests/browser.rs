@@ -131,12 +131,13 @@ fn run_node_with(
     );
 }
 
-#[test]
-fn pages_in_headless_chromium() {
+/// node and tests/browser with its packages installed; `None` (skip) when chromium, node or
+/// npm is missing outside CI.
+fn browser_tools() -> Option<(PathBuf, PathBuf)> {
     let (Some(_chromium), Some(node), Some(npm)) =
         (tool("/usr/bin/chromium"), tool("node"), tool("npm"))
     else {
-        return;
+        return None;
     };
     let browser_dir = repo_root().join("tests/browser");
     if !browser_dir.join("node_modules/playwright-core").is_dir() {
@@ -147,6 +148,14 @@ fn pages_in_headless_chromium() {
             .expect("npm ci");
         assert!(status.success(), "npm ci in tests/browser failed");
     }
+    Some((node, browser_dir))
+}
+
+#[test]
+fn pages_in_headless_chromium() {
+    let Some((node, browser_dir)) = browser_tools() else {
+        return;
+    };
     let data = tempfile::tempdir().unwrap();
     let state_file = data.path().join("browser-state.json");
     {
@@ -166,6 +175,25 @@ fn pages_in_headless_chromium() {
     // Transfers: contacts, sending with progress, the passphrase page, the recipient, recall.
     let server = start_server(data.path(), &[]);
     run_node(&node, &browser_dir, "transfers", &server, &state_file);
+}
+
+/// The transfers pages (contacts, policy, sending with progress, the passphrase page, the
+/// recipient, recall) on PostgreSQL too, after a plain first-run setup.
+#[test]
+fn transfer_pages_in_headless_chromium_on_postgres() {
+    let Some((node, browser_dir)) = browser_tools() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let db = runtime.block_on(TestDb::new(Backend::Postgres));
+    let data = tempfile::tempdir().unwrap();
+    let state_file = data.path().join("browser-state.json");
+    let server = start_server(data.path(), &["--database-url", &db.url]);
+    assert!(server.setup_url.is_some(), "first run prints a setup link");
+    run_node(&node, &browser_dir, "setup", &server, &state_file);
+    run_node(&node, &browser_dir, "transfers", &server, &state_file);
+    drop(server);
+    drop(db);
 }
 
 /// The admin Mail page: a mail queued while the server is stopped, then the server restarted
@@ -228,20 +256,9 @@ fn register_pages_in_headless_chromium_on_postgres() {
 /// `tests/browser/register.mjs` against the real binary on a fresh database of `backend`.
 fn register_pages(backend: Backend) {
     use safehand_crypto::certificate::{sign_certificate, SigningKey, WipeCertificate};
-    let (Some(_chromium), Some(node), Some(npm)) =
-        (tool("/usr/bin/chromium"), tool("node"), tool("npm"))
-    else {
+    let Some((node, browser_dir)) = browser_tools() else {
         return;
     };
-    let browser_dir = repo_root().join("tests/browser");
-    if !browser_dir.join("node_modules/playwright-core").is_dir() {
-        let status = Command::new(npm)
-            .args(["ci", "--no-audit", "--no-fund"])
-            .current_dir(&browser_dir)
-            .status()
-            .expect("npm ci");
-        assert!(status.success(), "npm ci in tests/browser failed");
-    }
     let data = tempfile::tempdir().unwrap();
     let key = SigningKey::generate();
     let mut cert = WipeCertificate::example();
