@@ -2,4 +2,5 @@
 //! One test binary; each module is one area.
 
 mod cli_crypto;
+mod server;
 mod wipe;

@@ -7,110 +7,14 @@
 //! Accounts, API tokens and the technician's registered key are seeded through the server
 //! library (what the account pages do); everything after that goes over HTTP.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
-
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::*;
+use crate::server::{call, private_file, start_server, Database};
 
 use safehand_server::accounts::{self, Role};
 use safehand_server::audit::Actor;
 use safehand_server::db::Db;
-
-struct Server {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_server(data: &Path, database_url: &str) -> Server {
-    let mut child = Command::new(workspace_binary("safehand-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .args(["--database-url", database_url])
-        .env("SAFEHAND_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start safehand-server (tests/run builds it)");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut base = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("Safehand is listening on ") {
-            base = rest.split_whitespace().next().map(str::to_string);
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Server {
-        child,
-        base: base.expect("the server printed its address"),
-    }
-}
-
-/// The database for one run: a SQLite file, or a fresh PostgreSQL database dropped after.
-struct Database {
-    url: String,
-    pg: Option<String>,
-}
-
-fn postgres_admin_url() -> String {
-    std::env::var("SAFEHAND_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-impl Database {
-    fn new(rt: &tokio::runtime::Runtime, postgres: bool, dir: &Path) -> Self {
-        if !postgres {
-            return Self {
-                url: format!("sqlite://{}?mode=rwc", dir.join("safehand.db").display()),
-                pg: None,
-            };
-        }
-        let name = format!("safehand_e2e_{}", std::process::id());
-        let admin = postgres_admin_url();
-        rt.block_on(async {
-            let db = Db::connect(&admin).await.unwrap_or_else(|e| {
-                panic!("PostgreSQL at {admin} is not reachable ({e}); tests/run starts one")
-            });
-            sqlx::query(&format!("drop database if exists {name} with (force)"))
-                .execute(db.pool())
-                .await
-                .unwrap();
-            sqlx::query(&format!("create database {name}"))
-                .execute(db.pool())
-                .await
-                .unwrap();
-            db.close().await;
-        });
-        let base = admin.rsplit_once('/').unwrap().0.to_string();
-        Self {
-            url: format!("{base}/{name}"),
-            pg: Some(name),
-        }
-    }
-
-    fn drop_with(&self, rt: &tokio::runtime::Runtime) {
-        if let Some(name) = &self.pg {
-            rt.block_on(async {
-                if let Ok(db) = Db::connect(&postgres_admin_url()).await {
-                    let _ = sqlx::query(&format!("drop database if exists {name} with (force)"))
-                        .execute(db.pool())
-                        .await;
-                    db.close().await;
-                }
-            });
-        }
-    }
-}
 
 /// Seeds a technician with a registered key and an admin; returns their API tokens.
 fn seed(rt: &tokio::runtime::Runtime, url: &str, public_key: &str) -> (String, String) {
@@ -171,33 +75,6 @@ fn seed(rt: &tokio::runtime::Runtime, url: &str, public_key: &str) -> (String, S
         db.close().await;
         (tess_token, ada_token)
     })
-}
-
-fn call(method: &str, url: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let auth = format!("Bearer {token}");
-    let mut response = match (method, body) {
-        ("GET", _) => agent.get(url).header("Authorization", &auth).call(),
-        (_, Some(b)) => agent
-            .post(url)
-            .header("Authorization", &auth)
-            .content_type("application/json")
-            .send(b.to_string().as_bytes()),
-        (_, None) => agent.post(url).header("Authorization", &auth).send_empty(),
-    }
-    .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = response.status().as_u16();
-    let text = response.body_mut().read_to_string().unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-fn private_file(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 fn wipe_to_completed_disposal(postgres: bool) {
