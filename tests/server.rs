@@ -66,14 +66,21 @@ fn postgres_admin_url() -> String {
 }
 
 impl Database {
-    pub(crate) fn new(rt: &tokio::runtime::Runtime, postgres: bool, dir: &Path) -> Self {
+    /// `label` names the PostgreSQL database (with the process id): tests of one run that use
+    /// PostgreSQL at the same time need different labels.
+    pub(crate) fn new(
+        rt: &tokio::runtime::Runtime,
+        postgres: bool,
+        dir: &Path,
+        label: &str,
+    ) -> Self {
         if !postgres {
             return Self {
                 url: format!("sqlite://{}?mode=rwc", dir.join("safehand.db").display()),
                 pg: None,
             };
         }
-        let name = format!("safehand_e2e_{}", std::process::id());
+        let name = format!("safehand_e2e_{label}_{}", std::process::id());
         let admin = postgres_admin_url();
         rt.block_on(async {
             let db = Db::connect(&admin).await.unwrap_or_else(|e| {

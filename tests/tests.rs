@@ -3,4 +3,5 @@
 
 mod cli_crypto;
 mod server;
+mod transfers_cli;
 mod wipe;

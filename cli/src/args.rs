@@ -80,6 +80,96 @@ A signed certificate is written for results 0, 3, 4, 5 and 6."
     /// Work with certificates of erasure.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Send files and folders to a verified contact through a Safehand server, sealed here.
+    #[command(
+        after_help = "Examples:\n  safehand send --to dana.social@northshire.gov.uk --purpose \"Child protection referral\" referral/ chronology.pdf\n  \
+safehand send --server https://safehand.school.sch.uk --token-file ~/.config/safehand/token \\\n      \
+--to dana.social@northshire.gov.uk --classification OFFICIAL --expires 3 --max-downloads 1 --yes report.pdf\n\n\
+The files are sealed on this computer with a generated passphrase (work factor 18); only\n\
+ciphertext is uploaded. The passphrase is printed once with the contact's verified phone\n\
+number: phone them with it. The link is emailed only after you confirm at the prompt (or\n\
+with --yes); anything but `yes` recalls the transfer and nothing is sent.\n\
+Exit codes: 0 sent; 1 not sent (the message says why: not in the directory, refused by\n\
+policy, not confirmed, ...); 2 bad usage."
+    )]
+    Send(SendArgs),
+    /// List the transfers you sent and their states (receipts).
+    #[command(
+        after_help = "Example:\n  safehand transfers --server https://safehand.school.sch.uk"
+    )]
+    Transfers(TransfersArgs),
+    /// Recall a transfer you sent: its payload is destroyed and the link stops working.
+    #[command(after_help = "Example:\n  safehand recall 42")]
+    Recall(RecallArgs),
+}
+
+/// Which Safehand server, and the API token to use with it.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The Safehand server (https://...; http:// only to this computer).
+    #[arg(long, value_name = "URL", env = "SAFEHAND_SERVER")]
+    pub server: String,
+    /// The file holding your API token (mode 0600) [default: ~/.config/safehand/token].
+    #[arg(long, value_name = "F", env = "SAFEHAND_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// The contact's email address, exactly as in the server's contacts directory.
+    #[arg(long, value_name = "EMAIL")]
+    pub to: String,
+    /// Why the files are sent (asked for when absent and a terminal is attached).
+    #[arg(long, value_name = "TEXT")]
+    pub purpose: Option<String>,
+    /// The protective marking.
+    #[arg(
+        long,
+        value_name = "C",
+        default_value = "OFFICIAL-SENSITIVE",
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::PossibleValuesParser::new(["OFFICIAL", "OFFICIAL-SENSITIVE"]),
+            |s: String| s.to_ascii_uppercase()
+        ),
+        ignore_case = true
+    )]
+    pub classification: String,
+    /// Days until the link expires [default: the server's policy].
+    #[arg(long, value_name = "DAYS")]
+    pub expires: Option<i64>,
+    /// Completed downloads allowed [default: the server's policy].
+    #[arg(long, value_name = "N")]
+    pub max_downloads: Option<i64>,
+    /// For a contact who is not verified, when your school's policy allows it: how you checked
+    /// their email address (at least 20 characters; the transfer records it).
+    #[arg(long, value_name = "TEXT")]
+    pub attestation: Option<String>,
+    /// Email the link without asking (for scripts): you confirm you will phone the passphrase.
+    #[arg(long)]
+    pub yes: bool,
+    /// The files and folders to send (sealed into one payload).
+    #[arg(value_name = "PATH", required = true)]
+    pub paths: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TransfersArgs {
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Print the server's JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecallArgs {
+    /// The transfer's number (see `safehand transfers`).
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 /// Who a file is encrypted to: X25519 recipients or one passphrase (never both).

@@ -30,6 +30,9 @@ fn main() -> ExitCode {
         Command::Devices(a) => cmd::devices::run(a),
         Command::Wipe(a) => cmd::wipe::run(a),
         Command::Cert(c) => cmd::cert::run(c),
+        Command::Send(a) => cmd::send::run(a),
+        Command::Transfers(a) => cmd::transfers::run(a),
+        Command::Recall(a) => cmd::transfers::recall(a),
     };
     match result {
         Ok(code) => code,

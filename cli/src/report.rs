@@ -1,14 +1,19 @@
-//! Sending certificates of erasure to the Safehand server's register
-//! (`POST /api/v1/certificates` with an API token), for `safehand cert upload` and
-//! `safehand wipe --report-to`.
+//! The Safehand server's JSON API with an API token: certificates of erasure for the register
+//! (`POST /api/v1/certificates`, from `safehand cert upload` and `safehand wipe --report-to`),
+//! and the transfers API for `safehand send`, `transfers` and `recall`.
+//!
+//! One place checks the server URL (https, or http only to loopback) and the token file
+//! (private, one `shtok_` line); the token is zeroized when dropped and never printed.
 
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use serde_json::Value;
 use zeroize::Zeroizing;
 
-/// Where to send certificates and with which token.
+/// A Safehand server and the API token to use with it.
 pub struct Destination {
     base: String,
     token: Zeroizing<String>,
@@ -39,8 +44,43 @@ fn is_loopback(host: &str) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// What the server answered: the HTTP status and the JSON body (`Null` when not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub json: Value,
+}
+
+impl Reply {
+    /// The server's own sentence about a refusal (`message`), if it gave one.
+    pub fn message(&self) -> String {
+        self.json
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// Success (2xx) or an error saying what `action` the server refused and why.
+    pub fn ok(self, action: &str) -> anyhow::Result<Value> {
+        match self.status {
+            200..=299 => Ok(self.json),
+            401 => bail!("the server refused the API token (expired, revoked, or not a Safehand token): create a new one on your account page"),
+            403 => bail!("the server refused to {action}: your account or API token does not have the right role (ask an administrator)"),
+            404 => bail!("the server refused to {action}: not found (check the number with `safehand transfers`)"),
+            status => {
+                let message = self.message();
+                if message.is_empty() {
+                    bail!("the server refused to {action} (HTTP {status})");
+                }
+                bail!("the server refused to {action}: {message}")
+            }
+        }
+    }
+}
+
 /// Reads the token file (it must be private: the token acts for its owner) and checks the
-/// server URL, before anything is wiped.
+/// server URL, before anything is wiped, sealed or sent.
 pub fn destination(server: &str, token_file: &Path) -> anyhow::Result<Destination> {
     let base = server.trim().trim_end_matches('/').to_string();
     let Some(rest) = base
@@ -103,29 +143,88 @@ impl Destination {
         &self.base
     }
 
-    /// Uploads one certificate file's bytes exactly as written.
-    pub fn upload(&self, certificate: &[u8]) -> anyhow::Result<Receipt> {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+    /// An agent for one request; `global` bounds the whole exchange (`None` for uploads of
+    /// any size, which are bounded by the connection's progress instead).
+    fn agent(global: Option<Duration>) -> ureq::Agent {
+        ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(15)))
-            .timeout_global(Some(Duration::from_secs(120)))
+            .timeout_global(global)
+            .timeout_per_read(Some(Duration::from_secs(300)))
+            .timeout_per_write(Some(Duration::from_secs(300)))
             .http_status_as_error(false)
             .build()
-            .into();
-        let url = format!("{}/api/v1/certificates", self.base);
-        let mut response = agent
-            .post(&url)
-            .header("Authorization", &format!("Bearer {}", self.token.as_str()))
-            .content_type("application/json")
-            .send(certificate)
-            .with_context(|| format!("cannot reach the server at {}", self.base))?;
+            .into()
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn bearer(&self) -> Zeroizing<String> {
+        Zeroizing::new(format!("Bearer {}", self.token.as_str()))
+    }
+
+    fn reply(
+        &self,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<Reply> {
+        let mut response =
+            sent.with_context(|| format!("cannot reach the server at {}", self.base))?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
             .with_config()
-            .limit(1024 * 1024)
+            .limit(16 * 1024 * 1024)
             .read_to_string()
             .unwrap_or_default();
-        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        Ok(Reply {
+            status,
+            json: serde_json::from_str(&body).unwrap_or_default(),
+        })
+    }
+
+    /// `GET path` (e.g. `/api/v1/transfers`).
+    pub fn get(&self, path: &str) -> anyhow::Result<Reply> {
+        let sent = Self::agent(Some(Duration::from_secs(120)))
+            .get(&self.url(path))
+            .header("Authorization", self.bearer().as_str())
+            .header("Accept", "application/json")
+            .call();
+        self.reply(sent)
+    }
+
+    /// `POST path` with a JSON body (raw bytes, sent exactly as given).
+    pub fn post_json(&self, path: &str, body: &[u8]) -> anyhow::Result<Reply> {
+        let sent = Self::agent(Some(Duration::from_secs(120)))
+            .post(&self.url(path))
+            .header("Authorization", self.bearer().as_str())
+            .header("Accept", "application/json")
+            .content_type("application/json")
+            .send(body);
+        self.reply(sent)
+    }
+
+    /// `POST path` streaming `length` bytes of `body` with `content_type` (uploads).
+    pub fn post_stream(
+        &self,
+        path: &str,
+        content_type: &str,
+        length: u64,
+        body: &mut dyn Read,
+    ) -> anyhow::Result<Reply> {
+        let sent = Self::agent(None)
+            .post(&self.url(path))
+            .header("Authorization", self.bearer().as_str())
+            .header("Accept", "application/json")
+            .header("Content-Length", &length.to_string())
+            .content_type(content_type)
+            .send(ureq::SendBody::from_reader(body));
+        self.reply(sent)
+    }
+
+    /// Uploads one certificate file's bytes exactly as written.
+    pub fn upload(&self, certificate: &[u8]) -> anyhow::Result<Receipt> {
+        let Reply { status, json } = self.post_json("/api/v1/certificates", certificate)?;
         let text = |key: &str| {
             json.get(key)
                 .and_then(|v| v.as_str())
@@ -148,4 +247,32 @@ impl Destination {
             }
         }
     }
+}
+
+/// The token file when neither `--token-file` nor `SAFEHAND_TOKEN_FILE` names one:
+/// `$XDG_CONFIG_HOME/safehand/token`, else `~/.config/safehand/token`.
+fn default_token_file() -> Option<std::path::PathBuf> {
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| std::path::PathBuf::from(h).join(".config"))
+        })?;
+    Some(config.join("safehand").join("token"))
+}
+
+/// The server and token of `--server`/`--token-file` (or their environment variables and the
+/// default token file), checked before any work starts.
+pub fn connect(args: &crate::args::ServerArgs) -> anyhow::Result<Destination> {
+    let token_file = match &args.token_file {
+        Some(f) => f.clone(),
+        None => default_token_file().ok_or_else(|| {
+            crate::usage::usage(
+                "say where your API token is: --token-file F (or SAFEHAND_TOKEN_FILE)",
+            )
+        })?,
+    };
+    destination(&args.server, &token_file)
 }

@@ -92,7 +92,7 @@ fn wipe_to_completed_disposal(postgres: bool) {
     )
     .trim()
     .to_string();
-    let database = Database::new(&rt, postgres, dir.path());
+    let database = Database::new(&rt, postgres, dir.path(), "register");
     let (tess_token, ada_token) = seed(&rt, &database.url, &public_key);
     let server = start_server(&dir.path().join("data"), &database.url);
     let base = server.base.clone();

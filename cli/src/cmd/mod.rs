@@ -9,5 +9,7 @@ pub mod list;
 pub mod open;
 pub mod passphrase;
 pub mod seal;
+pub mod send;
+pub mod transfers;
 pub mod verify;
 pub mod wipe;

@@ -1,0 +1,542 @@
+//! `safehand send`, `transfers` and `recall` against the real `safehand-server`, on SQLite and
+//! PostgreSQL: a folder and a file sealed on the sender's machine, uploaded as ciphertext,
+//! released after the prompt (and with `--yes`), listed, recalled; a declined prompt recalls
+//! the transfer; unknown, unverified and policy-refused contacts exit non-zero with the reason.
+//! The server's blob store, database and outbox must hold neither the plaintext nor the
+//! passphrase, and no temporary file is left behind.
+//!
+//! The staff member, API token and contacts are seeded through the server library (what the
+//! account and directory pages do); everything after that goes over HTTP through the CLI.
+
+// A failed step in a test should stop the test with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use safehand_server::accounts::{self, Role};
+use safehand_server::audit::Actor;
+use safehand_server::contacts::{self, ContactInput, VerificationInput};
+use safehand_server::db::Db;
+use safehand_tests::workspace_binary;
+
+use crate::server::{call, private_file, start_server, Database};
+
+/// A staff member (also an admin) with an API token, a verified contact at an allowed domain,
+/// a verified contact outside the allowed domains, and an unverified contact.
+fn seed(rt: &tokio::runtime::Runtime, url: &str) -> String {
+    rt.block_on(async {
+        let db = Db::connect(url).await.unwrap();
+        db.migrate().await.unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let op = Actor::operator();
+        let (sam, _) = accounts::create(
+            &db,
+            now,
+            &op,
+            "sam.sender@school.sch.uk",
+            "Sam Sender",
+            &[Role::Staff, Role::Admin],
+        )
+        .await
+        .unwrap();
+        for (email, name, verified) in [
+            ("dana.social@northshire.gov.uk", "Dana Social", true),
+            ("pat.private@gmail.com", "Pat Private", true),
+            ("uma.unverified@southshire.gov.uk", "Uma Unverified", false),
+        ] {
+            let contact = contacts::create(
+                &db,
+                now,
+                &op,
+                &ContactInput {
+                    email: email.into(),
+                    name: name.into(),
+                    organisation: "Northshire Children's Services".into(),
+                    job_title: "Social worker".into(),
+                    phone: "01632 960 999".into(),
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e:?}"));
+            if verified {
+                contacts::verify(
+                    &db,
+                    now,
+                    &op,
+                    contact.id,
+                    &VerificationInput {
+                        phone_called: "01632 960 123".into(),
+                        phone_source: "switchboard".into(),
+                        note: "Called the council switchboard and asked for Dana.".into(),
+                    },
+                    365 * 86_400,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            }
+        }
+        contacts::add_domain(&db, now, &op, "*.gov.uk")
+            .await
+            .unwrap();
+        let mut tx = db.begin().await.unwrap();
+        let (token, _) = safehand_server::tokens::create(
+            &mut tx,
+            now,
+            sam.id,
+            "cli",
+            &[Role::Staff, Role::Admin],
+            1,
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        db.close().await;
+        token
+    })
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs the CLI with `stdin` typed in, temporary files in `tmp`.
+fn safehand(tmp: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(workspace_binary("safehand"))
+        .args(args)
+        .env("TMPDIR", tmp)
+        .env_remove("SAFEHAND_SERVER")
+        .env_remove("SAFEHAND_TOKEN_FILE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// The passphrase `send` printed (the indented line after "Passphrase").
+fn passphrase_of(out: &str) -> String {
+    let mut lines = out.lines().skip_while(|l| !l.starts_with("Passphrase"));
+    lines.next().expect("send printed a passphrase");
+    let p = lines
+        .find(|l| !l.trim().is_empty())
+        .expect("the passphrase line")
+        .trim()
+        .to_string();
+    assert_eq!(p.split('-').count(), 7, "seven generated words: {p}");
+    p
+}
+
+fn transfer_id(out: &str) -> i64 {
+    out.strip_prefix("Transfer ")
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("send printed its transfer number: {out}"))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                found.extend(files_under(&p));
+            } else {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+fn send_list_recall(postgres: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let database = Database::new(&rt, postgres, dir.path(), "transfers_cli");
+    let token = seed(&rt, &database.url);
+    let data = dir.path().join("data");
+    let server = start_server(&data, &database.url);
+    let base = server.base.clone();
+    let token_file = dir.path().join("token");
+    private_file(&token_file, &format!("{token}\n"));
+    let token_arg = token_file.to_str().unwrap();
+    let tmp = dir.path().join("tmp");
+    fs::create_dir(&tmp).unwrap();
+
+    // What is sent: a folder with two files and a nested one, and a single file. Markers that
+    // must never reach the server in clear.
+    let marker_folder = b"PUPIL-RECORD-7f3a9c Jamie Example, date of birth 2014-03-09".repeat(200);
+    let marker_file = b"REFERRAL-41b2d8 concerns raised on 2026-11-30".repeat(300);
+    let folder = dir.path().join("referral");
+    fs::create_dir_all(folder.join("notes")).unwrap();
+    fs::write(folder.join("chronology.txt"), &marker_folder).unwrap();
+    fs::write(folder.join("notes").join("meeting.txt"), b"minutes\n").unwrap();
+    let single = dir.path().join("consent.pdf");
+    fs::write(&single, &marker_file).unwrap();
+
+    // 1. A folder and a file, confirmed at the prompt; the domain typed in another case.
+    let out = safehand(
+        &tmp,
+        &[
+            "send",
+            "--server",
+            &base,
+            "--token-file",
+            token_arg,
+            "--to",
+            "dana.social@NorthShire.GOV.uk",
+            "--purpose",
+            "Child protection referral",
+            folder.to_str().unwrap(),
+            single.to_str().unwrap(),
+        ],
+        "yes\n",
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let first = transfer_id(&text);
+    let passphrase1 = passphrase_of(&text);
+    assert!(
+        text.contains(
+            "Phone Dana Social on 01632 960 123 (the number checked when they were verified)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("Released:"), "{text}");
+    assert!(stderr(&out).contains("Type yes"), "{}", stderr(&out));
+    let (status, t) = call(
+        "GET",
+        &format!("{base}/api/v1/transfers/{first}"),
+        &token,
+        None,
+    );
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(t["state"], "released", "{t}");
+    assert_eq!(t["sealed_on_server"], false, "{t}");
+    assert_eq!(t["classification"], "OFFICIAL-SENSITIVE", "{t}");
+    assert_eq!(t["recipient_email"], "dana.social@northshire.gov.uk", "{t}");
+    assert_eq!(t["purpose"], "Child protection referral", "{t}");
+
+    // 2. One file with every option, released by --yes without a prompt.
+    let out = safehand(
+        &tmp,
+        &[
+            "send",
+            "--server",
+            &base,
+            "--token-file",
+            token_arg,
+            "--to",
+            "dana.social@northshire.gov.uk",
+            "--purpose",
+            "Consent form",
+            "--classification",
+            "official",
+            "--expires",
+            "3",
+            "--max-downloads",
+            "1",
+            "--yes",
+            single.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let second = transfer_id(&text);
+    let passphrase2 = passphrase_of(&text);
+    assert_ne!(
+        passphrase1, passphrase2,
+        "each transfer has its own passphrase"
+    );
+    assert!(!stderr(&out).contains("Type yes"), "{}", stderr(&out));
+    let (_, t) = call(
+        "GET",
+        &format!("{base}/api/v1/transfers/{second}"),
+        &token,
+        None,
+    );
+    assert_eq!(t["state"], "released", "{t}");
+    assert_eq!(t["classification"], "OFFICIAL", "{t}");
+    assert_eq!(t["download_limit"], 1, "{t}");
+
+    // 3. Not confirmed at the prompt: recalled, nothing mailed, exit 1.
+    let out = safehand(
+        &tmp,
+        &[
+            "send",
+            "--server",
+            &base,
+            "--token-file",
+            token_arg,
+            "--to",
+            "dana.social@northshire.gov.uk",
+            "--purpose",
+            "Changed my mind",
+            single.to_str().unwrap(),
+        ],
+        "no\n",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let declined = transfer_id(&stdout(&out));
+    assert!(
+        stderr(&out).contains("not confirmed") && stderr(&out).contains("nothing was sent"),
+        "{}",
+        stderr(&out)
+    );
+    let (_, t) = call(
+        "GET",
+        &format!("{base}/api/v1/transfers/{declined}"),
+        &token,
+        None,
+    );
+    assert_eq!(t["state"], "recalled", "{t}");
+    assert!(t["released_at"].is_null(), "{t}");
+
+    // 4. Refusals: exit 1 with the reason, and no transfer is created.
+    let refused = |to: &str| {
+        safehand(
+            &tmp,
+            &[
+                "send",
+                "--server",
+                &base,
+                "--token-file",
+                token_arg,
+                "--to",
+                to,
+                "--purpose",
+                "Referral",
+                "--yes",
+                single.to_str().unwrap(),
+            ],
+            "",
+        )
+    };
+    let out = refused("nobody@northshire.gov.uk");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("nobody@northshire.gov.uk is not in the contacts directory"),
+        "{}",
+        stderr(&out)
+    );
+    let out = refused("uma.unverified@southshire.gov.uk");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the server refused the transfer: Uma Unverified is not verified"),
+        "{}",
+        stderr(&out)
+    );
+    // The server's own reason: the domain is not in the allowed list.
+    let out = refused("pat.private@gmail.com");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(
+            "the server refused the transfer: pat.private@gmail.com is not in an allowed recipient domain"
+        ) && stderr(&out).contains("Nothing was sent"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stdout(&out).contains("Passphrase"), "{}", stdout(&out));
+    // The token is checked before anything else.
+    let loose = dir.path().join("loose-token");
+    fs::write(&loose, format!("{token}\n")).unwrap();
+    let out = safehand(
+        &tmp,
+        &[
+            "transfers",
+            "--server",
+            &base,
+            "--token-file",
+            loose.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
+
+    // 5. The list, through the environment variables.
+    let out = Command::new(workspace_binary("safehand"))
+        .arg("transfers")
+        .env("SAFEHAND_SERVER", &base)
+        .env("SAFEHAND_TOKEN_FILE", &token_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = stdout(&out);
+    assert!(list.starts_with("ID "), "{list}");
+    for (id, state) in [
+        (first, "released"),
+        (second, "released"),
+        (declined, "recalled"),
+    ] {
+        assert!(
+            list.lines().any(|l| l.starts_with(&format!("{id} "))
+                && l.contains("dana.social@northshire.gov.uk")
+                && l.contains(state)),
+            "transfer {id} {state} in:\n{list}"
+        );
+    }
+    assert_eq!(list.lines().count(), 4, "{list}");
+
+    // 6. What the server holds: ciphertext only. Blobs, database and mail are searched for
+    // the plaintext and both passphrases.
+    let blobs = files_under(&data.join("blobs"));
+    assert!(!blobs.is_empty(), "the payloads are in {}", data.display());
+    // The mail worker writes the link mails as .eml files (no SMTP configured).
+    let link_mails = || {
+        files_under(&data.join("outbox"))
+            .iter()
+            .filter(|p| {
+                fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .contains("dana.social@northshire.gov.uk")
+            })
+            .count()
+    };
+    let waited = std::time::Instant::now();
+    while link_mails() < 2 && waited.elapsed() < std::time::Duration::from_secs(30) {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        link_mails(),
+        2,
+        "one link mail per released transfer, none for the declined one"
+    );
+    let mut stored = files_under(&data);
+    stored.extend(files_under(dir.path()).into_iter().filter(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("safehand.db"))
+    }));
+    if !postgres {
+        assert!(stored.iter().any(|p| p.ends_with("safehand.db")));
+    }
+    for path in &stored {
+        let bytes = fs::read(path).unwrap();
+        for (what, needle) in [
+            ("folder plaintext", &b"PUPIL-RECORD-7f3a9c"[..]),
+            ("file plaintext", &b"REFERRAL-41b2d8"[..]),
+            ("passphrase 1", passphrase1.as_bytes()),
+            ("passphrase 2", passphrase2.as_bytes()),
+        ] {
+            assert!(
+                !contains(&bytes, needle),
+                "{what} found in {}",
+                path.display()
+            );
+        }
+    }
+    if postgres {
+        // PostgreSQL's files are not ours to read: search every text column we can see.
+        let dump = rt.block_on(async {
+            let db = Db::connect(&database.url).await.unwrap();
+            let mut all = String::new();
+            for table in ["transfers", "transfer_files", "mail_outbox", "audit_log"] {
+                let q = format!("select t::text from {table} t");
+                if let Ok(rows) = sqlx::query_scalar::<_, String>(&q)
+                    .fetch_all(db.pool())
+                    .await
+                {
+                    all.extend(rows);
+                }
+            }
+            db.close().await;
+            all
+        });
+        assert!(!dump.is_empty());
+        for needle in [
+            "PUPIL-RECORD-7f3a9c",
+            "REFERRAL-41b2d8",
+            &passphrase1,
+            &passphrase2,
+        ] {
+            assert!(!dump.contains(needle), "{needle} found in PostgreSQL");
+        }
+    }
+
+    // 7. Recall the first: the payload is destroyed and the list says so.
+    let out = safehand(
+        &tmp,
+        &[
+            "recall",
+            &first.to_string(),
+            "--server",
+            &base,
+            "--token-file",
+            token_arg,
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "Transfer {first} to dana.social@northshire.gov.uk is recalled"
+        )),
+        "{}",
+        stdout(&out)
+    );
+    let (_, t) = call(
+        "GET",
+        &format!("{base}/api/v1/transfers/{first}"),
+        &token,
+        None,
+    );
+    assert_eq!(t["state"], "recalled", "{t}");
+    assert_eq!(files_under(&data.join("blobs")).len(), blobs.len() - 1);
+    // Recalling again says why not.
+    let out = safehand(
+        &tmp,
+        &[
+            "recall",
+            &first.to_string(),
+            "--server",
+            &base,
+            "--token-file",
+            token_arg,
+        ],
+        "",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already ended"), "{}", stderr(&out));
+
+    // The sealed payloads lived only in private temporary files, all removed.
+    assert_eq!(files_under(&tmp), Vec::<PathBuf>::new());
+
+    drop(server);
+    database.drop_with(&rt);
+}
+
+#[test]
+fn send_list_and_recall_from_the_cli_on_sqlite() {
+    send_list_recall(false);
+}
+
+#[test]
+fn send_list_and_recall_from_the_cli_on_postgres() {
+    send_list_recall(true);
+}
