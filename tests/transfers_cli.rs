@@ -169,6 +169,42 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
+/// The text bodies of the `.eml` files in `outbox` addressed to `to`, oldest first
+/// (quoted-printable soft line breaks and escapes undone).
+fn mails_to(outbox: &Path, to: &str) -> Vec<String> {
+    let mut files = files_under(outbox);
+    files.retain(|p| p.extension().is_some_and(|e| e == "eml"));
+    files.sort();
+    files
+        .iter()
+        .filter_map(|p| fs::read_to_string(p).ok())
+        .filter(|raw| raw.to_lowercase().contains(&format!("to: {to}")))
+        .map(|raw| {
+            let body = raw
+                .replace("\r\n", "\n")
+                .split_once("\n\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
+            let joined = body.replace("=\n", "");
+            let mut out = String::new();
+            let mut chars = joined.chars().peekable();
+            while let Some(c) = chars.next() {
+                if c == '=' {
+                    let hex: String = chars.clone().take(2).collect();
+                    if let Ok(b) = u8::from_str_radix(&hex, 16) {
+                        out.push(b as char);
+                        chars.next();
+                        chars.next();
+                        continue;
+                    }
+                }
+                out.push(c);
+            }
+            out
+        })
+        .collect()
+}
+
 fn send_list_recall(postgres: bool) {
     let dir = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -478,6 +514,86 @@ fn send_list_recall(postgres: bool) {
             assert!(!dump.contains(needle), "{needle} found in PostgreSQL");
         }
     }
+
+    // 6b. The recipient fetches the first transfer from the command line: the link from its
+    // mail, the code from the mail that `fetch` asks for, the passphrase typed on their machine.
+    let mails = mails_to(&data.join("outbox"), "dana.social@northshire.gov.uk");
+    let link = mails
+        .iter()
+        .find_map(|body| {
+            body.split_whitespace()
+                .find(|w| w.contains("/r/"))
+                .map(str::to_string)
+        })
+        .expect("a link mail");
+    let received = dir.path().join("received");
+    let pass_file = dir.path().join("pass1");
+    private_file(&pass_file, &format!("{passphrase1}\n"));
+    let mut child = Command::new(workspace_binary("safehand"))
+        .args(["fetch", &link, "-C"])
+        .arg(&received)
+        .arg("--passphrase-file")
+        .arg(&pass_file)
+        .env("TMPDIR", &tmp)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let waited = std::time::Instant::now();
+    let code = loop {
+        let found = mails_to(&data.join("outbox"), "dana.social@northshire.gov.uk")
+            .iter()
+            .find_map(|body| {
+                body.split("code is: ")
+                    .nth(1)
+                    .map(|rest| rest.chars().take(8).collect::<String>())
+            });
+        if let Some(code) = found {
+            break code;
+        }
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(30),
+            "no code mail"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{code}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        fs::read(received.join("referral").join("chronology.txt")).unwrap(),
+        marker_folder
+    );
+    assert_eq!(
+        fs::read(received.join("referral").join("notes").join("meeting.txt")).unwrap(),
+        b"minutes\n"
+    );
+    assert_eq!(fs::read(received.join("consent.pdf")).unwrap(), marker_file);
+    let (_, t) = call(
+        "GET",
+        &format!("{base}/api/v1/transfers/{first}"),
+        &token,
+        None,
+    );
+    assert_eq!(t["downloads"], 1, "the fetch counts as a download: {t}");
+    // The same link with a wrong code is refused with the server's reason.
+    let out = safehand(
+        &tmp,
+        &["fetch", &link, "-C", received.to_str().unwrap()],
+        "00000000\n",
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the server refused to accept the code"),
+        "{}",
+        stderr(&out)
+    );
 
     // 7. Recall the first: the payload is destroyed and the list says so.
     let out = safehand(

@@ -101,6 +101,31 @@ policy, not confirmed, ...); 2 bad usage."
     /// Recall a transfer you sent: its payload is destroyed and the link stops working.
     #[command(after_help = "Example:\n  safehand recall 42")]
     Recall(RecallArgs),
+    /// Collect files sent to you: asks for the emailed code, downloads the encrypted payload
+    /// and opens it here with the passphrase the sender phoned you (it never leaves this computer).
+    #[command(
+        after_help = "Example:\n  safehand fetch 'https://safehand.school.sch.uk/r/...' -C ~/received\n\
+The code is emailed to your address when you run this; type it at the prompt, then the\n\
+passphrase. Nothing is written into DIR unless the whole payload authenticates.\n\
+Exit codes: 0 opened; 1 not opened (the message says why); 2 bad usage."
+    )]
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// The link from the email (https://.../r/...).
+    #[arg(value_name = "LINK")]
+    pub link: String,
+    /// The folder to extract into (created 0700 if absent; default: the current folder).
+    #[arg(short = 'C', long = "directory", value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+    /// Replace files that already exist in DIR.
+    #[arg(long)]
+    pub force: bool,
+    /// Read the passphrase from the first line of a file (otherwise it is asked for).
+    #[arg(long, value_name = "F")]
+    pub passphrase_file: Option<PathBuf>,
 }
 
 /// Which Safehand server, and the API token to use with it.

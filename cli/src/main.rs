@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::Send(a) => cmd::send::run(a),
         Command::Transfers(a) => cmd::transfers::run(a),
         Command::Recall(a) => cmd::transfers::recall(a),
+        Command::Fetch(a) => cmd::fetch::run(a),
     };
     match result {
         Ok(code) => code,

@@ -79,9 +79,8 @@ impl Reply {
     }
 }
 
-/// Reads the token file (it must be private: the token acts for its owner) and checks the
-/// server URL, before anything is wiped, sealed or sent.
-pub fn destination(server: &str, token_file: &Path) -> anyhow::Result<Destination> {
+/// The server's base URL without a trailing `/`: https, or plain http only to this computer.
+fn checked_server(server: &str) -> anyhow::Result<String> {
     let base = server.trim().trim_end_matches('/').to_string();
     let Some(rest) = base
         .strip_prefix("https://")
@@ -103,9 +102,16 @@ pub fn destination(server: &str, token_file: &Path) -> anyhow::Result<Destinatio
     }
     if base.starts_with("http://") && !is_loopback(host) {
         return Err(crate::usage::usage(format!(
-            "the server `{server}` uses plain http://, which would send the API token in clear; use https://"
+            "the server `{server}` uses plain http://, which would send the API token or the recipient's code in clear; use https://"
         )));
     }
+    Ok(base)
+}
+
+/// Reads the token file (it must be private: the token acts for its owner) and checks the
+/// server URL, before anything is wiped, sealed or sent.
+pub fn destination(server: &str, token_file: &Path) -> anyhow::Result<Destination> {
+    let base = checked_server(server)?;
     let meta = std::fs::metadata(token_file).with_context(|| {
         format!(
             "cannot read the token file {}: create an API token on your account page and save it there (mode 0600)",
@@ -275,4 +281,154 @@ pub fn connect(args: &crate::args::ServerArgs) -> anyhow::Result<Destination> {
         })?,
     };
     destination(&args.server, &token_file)
+}
+
+/// A recipient's link (`https://server/r/TOKEN` from the email), for `safehand fetch`: no API
+/// token; the recipient proves the mailbox with the emailed code and gets a short session.
+pub struct Link {
+    base: String,
+    token: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Link {
+    /// Parses and checks the link from the email.
+    pub fn parse(link: &str) -> anyhow::Result<Self> {
+        let link = link.trim();
+        let Some((server, token)) = link.rsplit_once("/r/") else {
+            return Err(crate::usage::usage(format!(
+                "`{link}` is not a Safehand link: copy the whole link from the email (it has /r/ in it)"
+            )));
+        };
+        let token = token.trim_end_matches('/');
+        if token.is_empty()
+            || !token
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(crate::usage::usage(format!(
+                "`{link}` is not a whole Safehand link: copy it again from the email"
+            )));
+        }
+        Ok(Self {
+            base: checked_server(server)?,
+            token: Zeroizing::new(token.to_string()),
+        })
+    }
+
+    fn url(&self, step: &str) -> String {
+        format!("{}/api/v1/r/{}/{step}", self.base, self.token.as_str())
+    }
+
+    fn reply(
+        &self,
+        sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> anyhow::Result<Reply> {
+        let mut response =
+            sent.with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(1024 * 1024)
+            .read_to_string()
+            .unwrap_or_default();
+        Ok(Reply {
+            status,
+            json: serde_json::from_str(&body).unwrap_or_default(),
+        })
+    }
+
+    fn refused(reply: &Reply, action: &str) -> anyhow::Error {
+        let message = reply.message();
+        if message.is_empty() {
+            anyhow::anyhow!("the server refused to {action} (HTTP {})", reply.status)
+        } else {
+            anyhow::anyhow!("the server refused to {action}: {message}")
+        }
+    }
+
+    /// Asks the server to email the one-time code to the recipient's address.
+    pub fn request_code(&self) -> anyhow::Result<()> {
+        let sent = Destination::agent(Some(Duration::from_secs(120)))
+            .post(&self.url("code"))
+            .header("Accept", "application/json")
+            .content_type("application/json")
+            .send(&b"{}"[..]);
+        let reply = self.reply(sent)?;
+        if !(200..=299).contains(&reply.status) {
+            return Err(Self::refused(&reply, "send a code"));
+        }
+        Ok(())
+    }
+
+    /// Trades the emailed code for a recipient session; returns it and the payload's size.
+    pub fn session(&self, code: &str) -> anyhow::Result<(Zeroizing<String>, Option<u64>)> {
+        let body = serde_json::to_vec(&serde_json::json!({ "code": code }))?;
+        let sent = Destination::agent(Some(Duration::from_secs(120)))
+            .post(&self.url("session"))
+            .header("Accept", "application/json")
+            .content_type("application/json")
+            .send(&body[..]);
+        let reply = self.reply(sent)?;
+        if !(200..=299).contains(&reply.status) {
+            return Err(Self::refused(&reply, "accept the code"));
+        }
+        let session = reply
+            .json
+            .get("session")
+            .and_then(Value::as_str)
+            .ok_or_else(|| anyhow::anyhow!("the server's answer had no session"))?;
+        Ok((
+            Zeroizing::new(session.to_string()),
+            reply.json.get("payload_bytes").and_then(Value::as_u64),
+        ))
+    }
+
+    /// Downloads the `.age` payload (ciphertext) into `out`, calling `on_bytes` as it comes.
+    pub fn download(
+        &self,
+        session: &str,
+        out: &mut dyn std::io::Write,
+        on_bytes: &dyn Fn(u64),
+    ) -> anyhow::Result<u64> {
+        let bearer = Zeroizing::new(format!("Bearer {session}"));
+        let sent = Destination::agent(None)
+            .get(&self.url("payload.age"))
+            .header("Authorization", bearer.as_str())
+            .call();
+        let mut response =
+            sent.with_context(|| format!("cannot reach the server at {}", self.base))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            let body = response.body_mut().read_to_string().unwrap_or_default();
+            let reply = Reply {
+                status,
+                json: serde_json::from_str(&body).unwrap_or_default(),
+            };
+            return Err(Self::refused(&reply, "send the files"));
+        }
+        let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .context("the download was cut off; run the same command again")?;
+            if n == 0 {
+                break;
+            }
+            out.write_all(&buf[..n])?;
+            total += n as u64;
+            on_bytes(n as u64);
+        }
+        Ok(total)
+    }
 }

@@ -4,6 +4,7 @@ pub mod cert;
 pub mod decrypt;
 pub mod devices;
 pub mod encrypt;
+pub mod fetch;
 pub mod keygen;
 pub mod list;
 pub mod open;

@@ -25,13 +25,14 @@ use crate::report::Destination;
 use crate::streams::{interrupt_flag, Cancellable};
 use crate::usage::usage;
 
-/// The sealed payload on its way to the server: a private temporary file removed on drop.
-struct TempPayload {
-    path: PathBuf,
+/// A sealed payload on its way to or from the server: a private (0600) temporary file that
+/// holds ciphertext only, removed on drop. `safehand fetch` downloads into one too.
+pub(crate) struct TempPayload {
+    pub(crate) path: PathBuf,
 }
 
 impl TempPayload {
-    fn create() -> anyhow::Result<(Self, File)> {
+    pub(crate) fn create() -> anyhow::Result<(Self, File)> {
         let dir = std::env::temp_dir();
         let mut random = [0u8; 12];
         OsRng.fill_bytes(&mut random);
@@ -44,7 +45,7 @@ impl TempPayload {
             .open(&path)
             .with_context(|| {
                 format!(
-                    "cannot create a temporary file in {} for the sealed payload (set TMPDIR to a folder with room)",
+                    "cannot create a temporary file in {} for the encrypted payload (set TMPDIR to a folder with room)",
                     dir.display()
                 )
             })?;

@@ -55,6 +55,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(contacts::api_router())
                 .merge(policy::api_router())
                 .merge(transfers::api_router())
+                .merge(recipient::api_router())
                 .merge(register_api::router())
                 .layer(map_response(error::json_errors)),
         )

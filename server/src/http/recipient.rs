@@ -16,7 +16,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
 use safehand_crypto::SecretString;
 
 /// The recipient session cookie.
@@ -32,6 +32,98 @@ pub(super) fn router() -> Router<AppState> {
         .route("/r/{token}/files/{n}", get(file_download))
         .route("/r/{token}/all.zip", get(zip_download))
         .route("/r/{token}/payload.age", get(payload_download))
+}
+
+/// The recipient's steps for programs (`safehand fetch`), under `/api/v1`: ask for the code,
+/// trade the code for a recipient session (a bearer token), download the `.age` payload.
+/// The passphrase never reaches the server on this path: the payload is ciphertext, opened on
+/// the recipient's machine. Requests must be JSON (a page on another site cannot send them).
+pub(super) fn api_router() -> Router<AppState> {
+    Router::new()
+        .route("/r/{token}/code", post(api_code_post))
+        .route("/r/{token}/session", post(api_session_post))
+        .route("/r/{token}/payload.age", get(api_payload_get))
+}
+
+async fn api_code_post(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    Path(token): Path<String>,
+    Json(_): Json<serde_json::Value>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let t = recipient::by_link(&state.db, now, &token).await?;
+    recipient::request_code(&state.db, &state.keys, now, &t, &address).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(
+            serde_json::json!({ "message": "A code has been emailed to the recipient's address." }),
+        ),
+    )
+        .into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct CodeBody {
+    code: String,
+}
+
+async fn api_session_post(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    Path(token): Path<String>,
+    Json(body): Json<CodeBody>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let t = recipient::by_link(&state.db, now, &token).await?;
+    let session =
+        recipient::check_code(&state.db, &state.keys, now, &t, &body.code, &address).await?;
+    let size = transfers::header(&state.db, t.id)
+        .await?
+        .map_or(0, |h| h.len() as i64)
+        + t.body_size;
+    Ok(Json(serde_json::json!({
+        "session": session,
+        "expires_in": recipient::SESSION_LIFETIME,
+        "payload_bytes": size,
+    }))
+    .into_response())
+}
+
+async fn api_payload_get(
+    State(state): State<AppState>,
+    ClientAddress(address): ClientAddress,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<Response> {
+    let now = state.clock.now();
+    let t = recipient::by_link(&state.db, now, &token).await?;
+    let no_session = || {
+        Error::BadInput(
+            "There is no recipient session for this download, or it has ended (30 minutes): ask for a new code and start again.".into(),
+        )
+    };
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(no_session)?;
+    recipient::session(&state.db, &state.keys, now, &t, bearer)
+        .await?
+        .ok_or_else(no_session)?;
+    let header_bytes = transfers::header(&state.db, t.id)
+        .await?
+        .ok_or(Error::Unavailable)?;
+    respond(
+        &state,
+        &address,
+        &t,
+        None,
+        Item::Payload(header_bytes),
+        "payload.age",
+        "application/octet-stream",
+    )
+    .await
 }
 
 #[derive(Template)]
@@ -298,6 +390,20 @@ async fn send_download(
     };
     let files = transfers::files(&state.db, &state.keys, &t).await?;
     let (item, name, content_type) = choose(&files).ok_or(Error::NotFound)?;
+    respond(state, address, &t, Some(&key), item, &name, &content_type).await
+}
+
+/// Streams `item` of `t` as a counted download named `name`.
+async fn respond(
+    state: &AppState,
+    address: &str,
+    t: &Transfer,
+    key: Option<&safehand_crypto::split::FileKey>,
+    item: Item,
+    name: &str,
+    content_type: &str,
+) -> Result<Response> {
+    let t = t.clone();
     let now = state.clock.now();
     let actor = recipient::recipient_actor(&t, address);
     let slot = download::begin(&state.db, now, &t, &item, &actor).await?;
@@ -311,7 +417,7 @@ async fn send_download(
         &state.blobs,
         &state.clock,
         &t,
-        Some(&key),
+        key,
         item,
         slot,
         now,
@@ -321,10 +427,10 @@ async fn send_download(
     let h = response.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_str(&content_type)
+        HeaderValue::from_str(content_type)
             .unwrap_or(HeaderValue::from_static("application/octet-stream")),
     );
-    if let Ok(v) = HeaderValue::from_str(&content_disposition(&name)) {
+    if let Ok(v) = HeaderValue::from_str(&content_disposition(name)) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
     if let Some(len) = length {
