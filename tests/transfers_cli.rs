@@ -20,6 +20,7 @@ use safehand_server::accounts::{self, Role};
 use safehand_server::audit::Actor;
 use safehand_server::contacts::{self, ContactInput, VerificationInput};
 use safehand_server::db::Db;
+use safehand_server::policy::Policy;
 use safehand_tests::workspace_binary;
 
 use crate::server::{call, private_file, start_server, Database};
@@ -82,6 +83,14 @@ fn seed(rt: &tokio::runtime::Runtime, url: &str) -> String {
             }
         }
         contacts::add_domain(&db, now, &op, "*.gov.uk")
+            .await
+            .unwrap();
+        // No undo window: the link mails go at once (the window has its own tests).
+        let policy = Policy {
+            undo_window_secs: 0,
+            ..Policy::default()
+        };
+        safehand_server::policy::save(&db, now, &op, &policy)
             .await
             .unwrap();
         let mut tx = db.begin().await.unwrap();

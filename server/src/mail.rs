@@ -10,7 +10,8 @@
 //! (lease_until is null or lease_until < now)`): whichever instance's update changes the row
 //! owns the mail until its lease runs out, so several instances never send the same mail twice.
 //! Failures are retried with exponential backoff; after the last attempt the mail is marked
-//! `failed` and shows on the admin page. Delivered bodies are erased from the table (they may
+//! `failed` and shows on the admin page. A mail queued for later ([`enqueue_at`], the undo
+//! window of a release) can be `cancelled` until a worker claims it ([`cancel_in`]). Delivered bodies are erased from the table (they may
 //! carry one-time codes); recipient, subject and times stay as a record.
 
 use crate::clock::{Clock, UnixTime};
@@ -47,6 +48,17 @@ pub async fn enqueue(
     mail: &OutgoingMail,
     now: time::OffsetDateTime,
 ) -> Result<(), Error> {
+    enqueue_at(conn, mail, now, now).await.map(|_| ())
+}
+
+/// Like [`enqueue`], but the mail is not due before `send_at` (the undo window of a release):
+/// until then [`cancel_in`] can take it back. Returns the mail's id.
+pub async fn enqueue_at(
+    conn: &mut sqlx::AnyConnection,
+    mail: &OutgoingMail,
+    now: time::OffsetDateTime,
+    send_at: time::OffsetDateTime,
+) -> Result<i64, Error> {
     parse_mailbox(&mail.to).map_err(|_| {
         Error::BadInput(format!(
             "`{}` is not an email address that mail can be sent to; check the address",
@@ -59,17 +71,34 @@ pub async fn enqueue(
         ));
     }
     let now = now.unix_timestamp();
-    sqlx::query(
+    let send_at = send_at.unix_timestamp().max(now);
+    let row = sqlx::query(
         "insert into mail_outbox (recipient, subject, body_text, created_at, state, attempts, next_attempt_at) \
-         values ($1, $2, $3, $4, 'queued', 0, $4)",
+         values ($1, $2, $3, $4, 'queued', 0, $5) returning mail_id",
     )
     .bind(mail.to.trim())
     .bind(&mail.subject)
     .bind(&mail.body_text)
     .bind(now)
+    .bind(send_at)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get("mail_id")?)
+}
+
+/// Cancels a queued mail that no worker has claimed or tried yet, inside the caller's
+/// transaction: its state becomes `cancelled` and its body is erased. One conditional update,
+/// so it cannot race a worker's claim (which needs `state = 'queued'`): either the cancel wins
+/// and the mail is never sent, or the worker has it and this returns false.
+pub async fn cancel_in(conn: &mut sqlx::AnyConnection, mail_id: i64) -> Result<bool, Error> {
+    let done = sqlx::query(
+        "update mail_outbox set state = 'cancelled', body_text = '' \
+         where mail_id = $1 and state = 'queued' and attempts = 0 and claimed_by is null",
+    )
+    .bind(mail_id)
     .execute(&mut *conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 fn parse_mailbox(address: &str) -> std::result::Result<Mailbox, lettre::address::AddressError> {
@@ -331,7 +360,7 @@ pub struct OutboxEntry {
     pub recipient: String,
     /// Subject.
     pub subject: String,
-    /// `queued`, `sent` or `failed`.
+    /// `queued`, `sent`, `failed` or `cancelled`.
     pub state: String,
     /// Attempts so far.
     pub attempts: i64,

@@ -1,6 +1,6 @@
 //! The school's transfer policy: who may add contacts, what happens when a contact is not
-//! verified, expiry and size limits, the wrong-passphrase limit and how long a contact's
-//! verification lasts. Stored as named settings; anything never set has its default.
+//! verified, expiry and size limits, the wrong-passphrase limit, how long a contact's
+//! verification lasts and the undo window after a release. Stored as named settings; anything never set has its default.
 
 use crate::audit::{self, Actor};
 use crate::clock::UnixTime;
@@ -60,6 +60,20 @@ pub struct Policy {
     pub wrong_passphrase_limit: i64,
     /// How long a contact's verification lasts, in months (30 days each).
     pub verification_valid_months: i64,
+    /// Seconds after release during which the sender can undo it before the link is mailed
+    /// (0: mailed at once). Absent from older API clients' requests: the default.
+    #[serde(default = "default_undo_window_secs")]
+    pub undo_window_secs: i64,
+}
+
+/// The undo window when policy never set one.
+pub const DEFAULT_UNDO_WINDOW_SECS: i64 = 60;
+
+/// The longest undo window policy may set.
+pub const MAX_UNDO_WINDOW_SECS: i64 = 600;
+
+fn default_undo_window_secs() -> i64 {
+    DEFAULT_UNDO_WINDOW_SECS
 }
 
 impl Default for Policy {
@@ -73,6 +87,7 @@ impl Default for Policy {
             max_size_bytes: 5 * GIB,
             wrong_passphrase_limit: 5,
             verification_valid_months: 12,
+            undo_window_secs: DEFAULT_UNDO_WINDOW_SECS,
         }
     }
 }
@@ -135,6 +150,13 @@ impl Policy {
             60,
             "How long a verification lasts (months)",
         )?;
+        range(
+            "undo_window_secs",
+            self.undo_window_secs,
+            0,
+            MAX_UNDO_WINDOW_SECS,
+            "The undo window (seconds)",
+        )?;
         Ok(())
     }
 
@@ -167,6 +189,7 @@ pub async fn load(db: &Db) -> Result<Policy> {
             ("max_size_bytes", Some(v)) => p.max_size_bytes = v,
             ("wrong_passphrase_limit", Some(v)) => p.wrong_passphrase_limit = v,
             ("verification_valid_months", Some(v)) => p.verification_valid_months = v,
+            ("undo_window_secs", Some(v)) => p.undo_window_secs = v,
             _ => {}
         }
     }
@@ -203,6 +226,7 @@ pub async fn save(db: &Db, now: UnixTime, actor: &Actor, new: &Policy) -> Result
             "verification_valid_months",
             new.verification_valid_months.to_string(),
         ),
+        ("undo_window_secs", new.undo_window_secs.to_string()),
     ];
     let mut tx = db.begin().await?;
     for (name, value) in &values {

@@ -28,6 +28,8 @@ crate::both_databases!(
     full_disk_during_upload_keeps_nothing,
     unreachable_s3_during_upload_keeps_nothing,
     two_sweepers_at_once_do_each_job_once,
+    undo_window_holds_the_link_mail_back,
+    undo_window_of_zero_sends_at_once,
 );
 
 const PHONE: &str = "01632 960 123";
@@ -180,7 +182,9 @@ async fn release(w: &mut World, id: i64) -> String {
         )
         .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    page.assert_contains("The link has been emailed");
+    page.assert_contains("The link will be emailed to the recipient in 60 seconds");
+    // Past the undo window: the link mail is due (and would now be delivered).
+    w.app.clock.advance(61);
     let mail = last_mail(&w.app, "Jo.Bloggs@northshire.gov.uk").await;
     assert_eq!(mail.0, "A secure file is waiting for you");
     let link = mail
@@ -441,6 +445,7 @@ async fn policy_and_allowed_domains_are_enforced(backend: Backend) {
                 ("max_size", "lots"),
                 ("wrong_passphrase_limit", "5"),
                 ("verification_valid_months", "12"),
+                ("undo_window_secs", "60"),
             ],
         )
         .await;
@@ -458,6 +463,7 @@ async fn policy_and_allowed_domains_are_enforced(backend: Backend) {
                 ("max_size", "2 GiB"),
                 ("wrong_passphrase_limit", "3"),
                 ("verification_valid_months", "6"),
+                ("undo_window_secs", "30"),
             ],
         )
         .await;
@@ -466,6 +472,7 @@ async fn policy_and_allowed_domains_are_enforced(backend: Backend) {
     assert!(p.staff_may_add_contacts);
     assert_eq!(p.max_size_bytes, 2 << 30);
     assert_eq!(p.wrong_passphrase_limit, 3);
+    assert_eq!(p.undo_window_secs, 30);
     assert!(actions(&app).await.contains(&"policy_changed".to_string()));
     // Domains.
     let page = app.post("/admin/policy/domains", &[("pattern", "*")]).await;
@@ -1325,7 +1332,9 @@ mod journey {
                 &[("will_phone", "yes")],
             )
             .await;
-        page.assert_contains("The link has been emailed");
+        page.assert_contains("The link will be emailed to the recipient in 60 seconds");
+        // The link mail waits for the undo window.
+        w.app.clock.advance(61);
         worker.run_once().await.unwrap();
         let mail = wait_for_mail(&jo).await;
         assert_eq!(mail.subject(), "A secure file is waiting for you");
@@ -1670,4 +1679,236 @@ async fn two_sweepers_at_once_do_each_job_once(backend: Backend) {
         .filter(|(subject, _)| subject == "Your transfer expired unopened")
         .count();
     assert_eq!(told, 6);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The undo window (issue 6): the link mail waits in the outbox; undo inside the window cancels
+// it and seals the transfer again; after it the mail goes and undo is refused.
+
+const LINK_SUBJECT: &str = "A secure file is waiting for you";
+
+/// A mail worker writing .eml files into `dir` on the test's clock.
+fn folder_worker(app: &TestApp, dir: &std::path::Path) -> safehand_server::mail::Worker {
+    safehand_server::mail::Worker::new(
+        app.db().clone(),
+        app.clock.clone(),
+        &safehand_server::mail::Delivery::Folder(dir.to_path_buf()),
+        "Safehand <safehand@school.sch.uk>",
+        Default::default(),
+    )
+    .unwrap()
+}
+
+/// The link mails the worker delivered into `dir`.
+fn delivered_links(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "eml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if text.contains(LINK_SUBJECT) {
+                assert!(text.to_lowercase().contains("jo.bloggs@northshire.gov.uk"));
+                out.push(text);
+            }
+        }
+    }
+    out
+}
+
+/// States of the link mails in the outbox, oldest first.
+async fn link_mail_states(app: &TestApp) -> Vec<String> {
+    sqlx::query("select state from mail_outbox where subject = $1 order by mail_id")
+        .bind(LINK_SUBJECT)
+        .fetch_all(app.db().pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get("state"))
+        .collect()
+}
+
+async fn undo_window_holds_the_link_mail_back(backend: Backend) {
+    let mut w = world(backend).await;
+    let out = tempfile::tempdir().unwrap();
+    let worker = folder_worker(&w.app, out.path());
+    let (id, _) = send_files(&mut w, &[("a.txt", b"abc")]).await;
+    let page = w
+        .staff
+        .post(
+            &w.app,
+            &format!("/transfers/{id}/release"),
+            &[("will_phone", "yes")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    page.assert_contains("The link will be emailed to the recipient in 60 seconds");
+    page.assert_contains("Sending in 60 seconds");
+    page.assert_contains(&format!("action=\"/transfers/{id}/undo\""));
+    assert!(!page.body.contains("Link emailed"), "nothing has left yet");
+    // The dashboard and the transfer page count down (computed on the server, no script).
+    w.app.clock.advance(15);
+    let page = w.staff.get(&w.app, "/transfers").await;
+    page.assert_contains("(in 45 s); you can still undo");
+    let page = w.staff.get(&w.app, &format!("/transfers/{id}")).await;
+    page.assert_contains("Sending in 45 seconds");
+    page.assert_contains("(in 45 s)");
+    // Inside the window the worker does not send it.
+    worker.run_once().await.unwrap();
+    assert!(delivered_links(out.path()).is_empty());
+    // Undo: the mail is cancelled and the transfer is sealed again, ready to send again.
+    let page = w
+        .staff
+        .post(&w.app, &format!("/transfers/{id}/undo"), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    page.assert_contains("Undone: nothing was emailed");
+    page.assert_contains("Send the link to the recipient");
+    let t = transfers::get(w.app.db(), id).await.unwrap().unwrap();
+    assert_eq!(t.state, transfers::State::Sealed);
+    assert!(t.released_at.is_none() && t.undo_until.is_none());
+    assert_eq!(link_mail_states(&w.app).await, ["cancelled"]);
+    let (_, body) = last_mail(&w.app, "Jo.Bloggs@northshire.gov.uk").await;
+    assert!(body.is_empty(), "the cancelled mail's link is erased");
+    // Well after the window (within the sender's idle time-out): still nothing delivered.
+    w.app.clock.advance(300);
+    worker.run_once().await.unwrap();
+    assert!(delivered_links(out.path()).is_empty());
+    // Sent again: after the window the mail goes, and undo is refused (recall remains).
+    let link = release(&mut w, id).await;
+    worker.run_once().await.unwrap();
+    let delivered = delivered_links(out.path());
+    assert_eq!(delivered.len(), 1);
+    assert!(delivered[0].contains(&link));
+    let page = w
+        .staff
+        .post(&w.app, &format!("/transfers/{id}/undo"), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    page.assert_contains("Too late to undo");
+    page.assert_contains("Recall this transfer");
+    page.assert_contains("Link emailed");
+    assert_eq!(
+        transfers::get(w.app.db(), id).await.unwrap().unwrap().state,
+        transfers::State::Released
+    );
+    assert_eq!(link_mail_states(&w.app).await, ["cancelled", "sent"]);
+    // A recall inside the window cancels the mail too.
+    let (id2, _) = send_files(&mut w, &[("b.txt", b"def")]).await;
+    w.staff
+        .post(
+            &w.app,
+            &format!("/transfers/{id2}/release"),
+            &[("will_phone", "yes")],
+        )
+        .await
+        .assert_contains("Sending in 60 seconds");
+    w.staff
+        .post(&w.app, &format!("/transfers/{id2}/recall"), &[])
+        .await
+        .assert_contains("Recalled");
+    w.app.clock.advance(120);
+    worker.run_once().await.unwrap();
+    assert_eq!(delivered_links(out.path()).len(), 1);
+    assert_eq!(
+        link_mail_states(&w.app).await,
+        ["cancelled", "sent", "cancelled"]
+    );
+    // Through the API: release, the countdown, undo.
+    let token = api_token(&w.app, &mut w.staff).await;
+    let (id3, _) = send_files(&mut w, &[("c.txt", b"ghi")]).await;
+    let api = |method: &str, path: String, body: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap()
+    };
+    let mut jar = BTreeMap::new();
+    let page = send(
+        &w.app.state,
+        &mut jar,
+        api(
+            "POST",
+            format!("/api/v1/transfers/{id3}/release"),
+            r#"{"will_phone": true}"#,
+        ),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let v: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(v["state"], "released");
+    assert_eq!(v["undo_seconds_left"], 60);
+    let page = send(
+        &w.app.state,
+        &mut jar,
+        api("POST", format!("/api/v1/transfers/{id3}/undo"), ""),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let v: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    assert_eq!(v["state"], "sealed");
+    let a = actions(&w.app).await;
+    assert_eq!(
+        a.iter()
+            .filter(|x| x.as_str() == "transfer_release_undone")
+            .count(),
+        2,
+        "{a:?}"
+    );
+    assert!(matches!(
+        audit::verify(w.app.db()).await.unwrap(),
+        audit::Verification::Intact { .. }
+    ));
+}
+
+async fn undo_window_of_zero_sends_at_once(backend: Backend) {
+    let mut w = world(backend).await;
+    let out = tempfile::tempdir().unwrap();
+    let worker = folder_worker(&w.app, out.path());
+    let page = w.app.get("/admin/policy").await;
+    page.assert_contains("id=\"undo_window_secs\"");
+    // Out of range is refused with the field named.
+    let mut form = vec![
+        ("unverified_contacts", "refuse"),
+        ("default_expiry_days", "7"),
+        ("max_expiry_days", "30"),
+        ("default_download_limit", "3"),
+        ("max_size", "5 GiB"),
+        ("wrong_passphrase_limit", "5"),
+        ("verification_valid_months", "12"),
+        ("undo_window_secs", "601"),
+    ];
+    let page = w.app.post("/admin/policy", &form).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("href=\"#undo_window_secs\"");
+    page.assert_contains("from 0 to 600");
+    form.pop();
+    form.push(("undo_window_secs", "0"));
+    w.app
+        .post("/admin/policy", &form)
+        .await
+        .assert_contains("Policy saved.");
+    let (id, _) = send_files(&mut w, &[("a.txt", b"abc")]).await;
+    let page = w
+        .staff
+        .post(
+            &w.app,
+            &format!("/transfers/{id}/release"),
+            &[("will_phone", "yes")],
+        )
+        .await;
+    page.assert_contains("The link has been emailed");
+    assert!(!page.body.contains("/undo\""), "no undo without a window");
+    // Due at once: delivered without the clock moving.
+    worker.run_once().await.unwrap();
+    assert_eq!(delivered_links(out.path()).len(), 1);
+    let page = w
+        .staff
+        .post(&w.app, &format!("/transfers/{id}/undo"), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("Too late to undo");
+    assert_eq!(link_mail_states(&w.app).await, ["sent"]);
 }

@@ -265,6 +265,10 @@ async function transfers() {
     // ---- policy and the contacts directory ----
     await a.goto(`${BASE}/admin/policy`);
     await axeCheck(a, 'policy');
+    check((await a.inputValue('#undo_window_secs')) === '60', 'the undo window is 60 s by default');
+    await a.fill('#undo_window_secs', '5'); // short, so that the link mails below do not keep the test waiting
+    await Promise.all([a.waitForLoadState('load'), a.click('button:has-text("Save policy")')]);
+    check((await a.textContent('main')).includes('Policy saved.'), 'undo window set to 5 s');
     await a.fill('#pattern', '*.gov.uk');
     await Promise.all([a.waitForLoadState('load'), a.click('button:has-text("Add domain")')]);
     check((await a.textContent('main')).includes('*.gov.uk added'), 'allowed domain added');
@@ -326,12 +330,21 @@ async function transfers() {
     await axeCheck(t, 'passphrase page');
     await t.check('#will_phone');
     await Promise.all([t.waitForLoadState('load'), t.click('button:has-text("Send the link to the recipient")')]);
-    check((await t.textContent('main')).includes('The link has been emailed'), 'sender confirmed; link emailed');
-    await axeCheck(t, 'transfer page (sent)');
+    check((await t.textContent('main')).includes('The link will be emailed to the recipient in 5 seconds'), 'sender confirmed; the undo window runs');
+    check((await t.textContent('#undo-countdown')).includes('(in 5 s)'), 'the countdown is shown');
+    await axeCheck(t, 'transfer page (undo window)');
+    // Undo inside the window: nothing is mailed and the transfer can be sent again.
+    await Promise.all([t.waitForLoadState('load'), t.click('button:has-text("Undo")')]);
+    check((await t.textContent('main')).includes('Undone: nothing was emailed'), 'release undone');
+    check((await t.textContent('#transfer-state')).includes('not sent yet'), 'sealed again after undo');
+    await t.check('#will_phone');
+    await Promise.all([t.waitForLoadState('load'), t.click('button:has-text("Send the link to the recipient")')]);
+    check((await t.$$('button:has-text("Undo")')).length === 1, 'sent again, with its own undo window');
     const transferUrl = t.url().replace(/\/release$/, '');
 
     // ---- the recipient ----
     const linkMail = await waitForMail(jo, 'A secure file is waiting for you');
+    check(mailsTo(jo).filter((m) => m.subject.includes('A secure file is waiting for you')).length === 1, 'one link mail: the undone release sent none');
     check(!linkMail.body.includes(passphrase) && !linkMail.body.includes('scan.bin'), 'the mail has no passphrase and no file names');
     const link = linkMail.body.match(/https?:\/\/\S+\/r\/\S+/)[0];
     const ctxR = await browser.newContext({ ...contextOptions, acceptDownloads: true });

@@ -101,6 +101,12 @@ fn numbers(
             ),
             "",
         ),
+        (
+            "undo_window_secs",
+            "Undo window after sending (seconds)",
+            v("undo_window_secs", p.undo_window_secs.to_string()),
+            "How long the link waits before it is emailed, so the sender can undo a mistake; 0 to 600, 0 sends at once.",
+        ),
     ]
 }
 
@@ -181,6 +187,7 @@ fn policy_from(form: &Form, errors: &mut FormErrors) -> Policy {
         "verification_valid_months",
         &mut p.verification_valid_months,
     );
+    int("undo_window_secs", &mut p.undo_window_secs);
     match parse_size(form.get("max_size")) {
         Some(v) => p.max_size_bytes = v,
         None => errors.add("max_size", "Enter a size like 5 GiB or 500 MiB."),

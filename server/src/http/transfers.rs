@@ -31,6 +31,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/transfers/{id}", get(transfer_get))
         .route("/transfers/{id}/release", post(release_post))
         .route("/transfers/{id}/recall", post(recall_post))
+        .route("/transfers/{id}/undo", post(undo_post))
         .route("/static/send.js", get(send_js))
         .route("/api/openapi.json", get(openapi_get))
 }
@@ -46,6 +47,7 @@ pub(super) fn api_router() -> Router<AppState> {
         .route("/transfers/{id}", get(api_transfer_get))
         .route("/transfers/{id}/release", post(api_release_post))
         .route("/transfers/{id}/recall", post(api_recall_post))
+        .route("/transfers/{id}/undo", post(api_undo_post))
 }
 
 async fn send_js() -> Response {
@@ -312,6 +314,8 @@ fn transfer_json(t: &Transfer, now: i64) -> serde_json::Value {
         "last_download_at": time(t.last_download_at),
         "ended_at": time(t.ended_at),
         "shredded_at": time(t.shredded_at),
+        "undo_until": t.undo_left(now).and(t.undo_until).map(crate::clock::format_rfc3339),
+        "undo_seconds_left": t.undo_left(now),
     })
 }
 
@@ -485,6 +489,8 @@ struct TransferPage {
     file_note: String,
     events: Vec<String>,
     sealed: bool,
+    undo_left: Option<i64>,
+    undo_at: String,
     may_recall: bool,
     errors: FormErrors,
     notice: Option<String>,
@@ -512,7 +518,12 @@ async fn transfer_page(
             events.push(format!("{what}: {}", when(at)));
         }
     };
-    push("Link emailed", t.released_at);
+    if t.undo_left(now).is_none() {
+        push(
+            "Link emailed",
+            t.released_at.map(|r| t.undo_until.unwrap_or(r)),
+        );
+    }
     push("Asked for a code", t.code_requested_at);
     push("Entered the code", t.opened_at);
     push("Entered the passphrase", t.unlocked_at);
@@ -537,7 +548,10 @@ async fn transfer_page(
         purpose: details.purpose,
         classification: t.classification.clone(),
         created: when(t.created_at),
-        released: t.released_at.map(when),
+        released: t
+            .released_at
+            .filter(|_| t.undo_left(now).is_none())
+            .map(|r| when(t.undo_until.unwrap_or(r))),
         expires: when(t.expires_at),
         downloads: t.downloads,
         limit: t.download_limit,
@@ -551,6 +565,11 @@ async fn transfer_page(
         },
         events,
         sealed: t.state == TState::Sealed,
+        undo_left: t.undo_left(now),
+        undo_at: t
+            .undo_until
+            .map(transfers::format_clock)
+            .unwrap_or_default(),
         may_recall: matches!(t.state, TState::Sealed | TState::Released | TState::Locked),
         errors,
         notice,
@@ -598,12 +617,49 @@ async fn release_post(
         &form.csrf,
         &t,
         FormErrors::default(),
-        Some(
-            "The link has been emailed to the recipient. Now phone them with the passphrase."
-                .into(),
-        ),
+        Some(match t.undo_left(state.clock.now()) {
+            Some(left) => format!(
+                "The link will be emailed to the recipient in {left} seconds. Until then you can undo. Phone them with the passphrase."
+            ),
+            None => {
+                "The link has been emailed to the recipient. Now phone them with the passphrase."
+                    .into()
+            }
+        }),
     )
     .await
+}
+
+async fn undo_post(
+    State(state): State<AppState>,
+    Staff(auth): Staff,
+    Path(id): Path<i64>,
+    form: Form,
+) -> Result<Response> {
+    let t = transfers::get_for_sender(&state.db, id, auth.user.id).await?;
+    match transfers::undo_release(&state.db, state.clock.now(), &auth.actor(), &t).await {
+        Ok(t) => {
+            transfer_page(
+                &state,
+                &auth,
+                &form.csrf,
+                &t,
+                FormErrors::default(),
+                Some(
+                    "Undone: nothing was emailed. The transfer is not sent; send it again below, or recall it."
+                        .into(),
+                ),
+            )
+            .await
+        }
+        Err(Error::BadInput(message)) => {
+            let t = transfers::get_for_sender(&state.db, id, auth.user.id).await?;
+            let mut errors = FormErrors::default();
+            errors.add("recall-h", message);
+            transfer_page(&state, &auth, &form.csrf, &t, errors, None).await
+        }
+        Err(e) => Err(e),
+    }
 }
 
 async fn recall_post(
@@ -719,6 +775,16 @@ async fn api_release_post(
         &auth.user.name,
     )
     .await?;
+    Ok(Json(transfer_json(&t, state.clock.now())))
+}
+
+async fn api_undo_post(
+    State(state): State<AppState>,
+    Staff(auth): Staff,
+    Path(id): Path<i64>,
+) -> Result<Json<serde_json::Value>> {
+    let t = transfers::get_for_sender(&state.db, id, auth.user.id).await?;
+    let t = transfers::undo_release(&state.db, state.clock.now(), &auth.actor(), &t).await?;
     Ok(Json(transfer_json(&t, state.clock.now())))
 }
 

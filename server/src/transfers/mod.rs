@@ -5,14 +5,21 @@
 //!
 //! ```text
 //! sealed ──release──▶ released ──(last allowed download)──▶ downloaded
-//!   │                  │  │  └──(wrong passphrases)──▶ locked
-//!   │                  │  └──(expiry)──▶ expired
-//!   └──(24 h unconfirmed)──▶ discarded      (recall from sealed, released or locked) ──▶ recalled
+//!   ▲ │                 │  │  └──(wrong passphrases)──▶ locked
+//!   │ │                 │  └──(expiry)──▶ expired
+//!   └─┼───(undo, inside the undo window)
+//!     └──(24 h unconfirmed)──▶ discarded      (recall from sealed, released or locked) ──▶ recalled
 //! ```
 //!
 //! `sealed` means uploaded and sealed, with the passphrase shown once, but not yet confirmed by
-//! the sender ("I will phone it"); nothing has been mailed. Approval and the undo window fit
-//! between `sealed` and `released` as `held` and `releasing` (not in this version).
+//! the sender ("I will phone it"); nothing has been mailed. Approval fits between `sealed` and
+//! `released` as `held` (not in this version).
+//!
+//! The undo window (policy `undo_window_secs`, default 60 s): a release queues the link mail
+//! with `next_attempt_at = released_at + window` and records `undo_until`. Until then nothing
+//! has left the building, and [`undo_release`] cancels the queued mail and puts the transfer
+//! back to `sealed` in one transaction (the sender can send it again, or recall it); a recall
+//! inside the window cancels the mail too. After the window undo is refused; recall remains.
 //!
 //! Every state that ends a transfer crypto-shreds it: the age header is removed from the
 //! database first (the body can never be decrypted again), then the sweeper deletes the blob.
@@ -155,6 +162,20 @@ pub struct Transfer {
     pub shredded_at: Option<UnixTime>,
     /// When its blob was deleted.
     pub blob_deleted_at: Option<UnixTime>,
+    /// Released with an undo window: the link mail waits until then.
+    pub undo_until: Option<UnixTime>,
+    /// The queued link mail (outbox id) of the latest release.
+    pub release_mail_id: Option<i64>,
+}
+
+impl Transfer {
+    /// Seconds left in the undo window (None: no window, or it has closed).
+    pub fn undo_left(&self, now: UnixTime) -> Option<i64> {
+        match (self.state, self.undo_until) {
+            (State::Released, Some(u)) if now < u => Some(u - now),
+            _ => None,
+        }
+    }
 }
 
 /// What the sender wrote, sealed under the server key (it may name a pupil).
@@ -171,7 +192,7 @@ const COLUMNS: &str =
     unverified_attested, created_at, released_at, expires_at, download_limit, downloads, \
     wrong_passphrases, blob_key, body_size, plaintext_size, file_count, sealed_on_server, \
     code_requested_at, opened_at, unlocked_at, first_download_at, last_download_at, ended_at, \
-    shredded_at, blob_deleted_at";
+    shredded_at, blob_deleted_at, undo_until, release_mail_id";
 
 fn row_to_transfer(row: &sqlx::any::AnyRow) -> Result<Transfer> {
     Ok(Transfer {
@@ -201,6 +222,8 @@ fn row_to_transfer(row: &sqlx::any::AnyRow) -> Result<Transfer> {
         ended_at: opt_i64(row, "ended_at")?,
         shredded_at: opt_i64(row, "shredded_at")?,
         blob_deleted_at: opt_i64(row, "blob_deleted_at")?,
+        undo_until: opt_i64(row, "undo_until")?,
+        release_mail_id: opt_i64(row, "release_mail_id")?,
     })
 }
 
@@ -584,7 +607,8 @@ pub async fn create(
     get(db, id).await?.ok_or(Error::NotFound)
 }
 
-/// The sender confirmed they will phone the passphrase: mail the recipient the link.
+/// The sender confirmed they will phone the passphrase: mail the recipient the link, after the
+/// policy's undo window.
 pub async fn release(
     db: &Db,
     now: UnixTime,
@@ -603,11 +627,17 @@ pub async fn release(
             "This transfer expired before it was sent. Send the files again.".into(),
         ));
     }
+    let window = crate::policy::load(db).await?.undo_window_secs.max(0);
+    let send_at = now + window;
     let token = new_token();
     let link = format!("{public_url}/r/{token}");
+    let at = |t: UnixTime| {
+        time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
+    };
     let mut tx = db.begin().await?;
     let done = sqlx::query(
-        "update transfers set state = 'released', released_at = $1, link_hash = $2 \
+        "update transfers set state = 'released', released_at = $1, link_hash = $2, \
+         undo_until = null, release_mail_id = null \
          where transfer_id = $3 and state = 'sealed'",
     )
     .bind(now)
@@ -620,7 +650,7 @@ pub async fn release(
             "This transfer has already been sent, or has ended.".into(),
         ));
     }
-    mail::enqueue(
+    let mail_id = mail::enqueue_at(
         &mut tx,
         &OutgoingMail {
             to: t.recipient_email.clone(),
@@ -636,8 +666,17 @@ pub async fn release(
                 format_time(t.expires_at)
             ),
         },
-        time::OffsetDateTime::from_unix_timestamp(now).unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+        at(now),
+        at(send_at),
     )
+    .await?;
+    sqlx::query(
+        "update transfers set undo_until = $1, release_mail_id = $2 where transfer_id = $3",
+    )
+    .bind((window > 0).then_some(send_at))
+    .bind(mail_id)
+    .bind(t.id)
+    .execute(&mut *tx)
     .await?;
     audit::append(
         &mut tx,
@@ -645,7 +684,62 @@ pub async fn release(
         actor,
         "transfer_released",
         &t.recipient_email,
-        json!({ "transfer_id": t.id }),
+        json!({ "transfer_id": t.id, "undo_window_secs": window }),
+    )
+    .await?;
+    tx.commit().await?;
+    get(db, t.id).await?.ok_or(Error::NotFound)
+}
+
+/// The sender takes a release back inside the undo window: the queued link mail is cancelled
+/// and the transfer is `sealed` again (never mailed, no link), in one transaction. The sender
+/// can then send it again or recall it. After the window this is refused: the link has been
+/// (or is being) emailed, and recall is what stops it working.
+pub async fn undo_release(db: &Db, now: UnixTime, actor: &Actor, t: &Transfer) -> Result<Transfer> {
+    let closed = || {
+        Error::BadInput(
+            "Too late to undo: the undo window has closed and the link has been emailed. \
+             Recall the transfer to stop the link working."
+                .into(),
+        )
+    };
+    if t.state != State::Released {
+        return Err(Error::BadInput(
+            "Only a transfer that has just been sent can be undone.".into(),
+        ));
+    }
+    let (Some(until), Some(mail_id)) = (t.undo_until, t.release_mail_id) else {
+        return Err(closed());
+    };
+    if now >= until {
+        return Err(closed());
+    }
+    let mut tx = db.begin().await?;
+    let done = sqlx::query(
+        "update transfers set state = 'sealed', released_at = null, link_hash = null, \
+         undo_until = null, release_mail_id = null \
+         where transfer_id = $1 and state = 'released' and undo_until > $2 and release_mail_id = $3",
+    )
+    .bind(t.id)
+    .bind(now)
+    .bind(mail_id)
+    .execute(&mut *tx)
+    .await?;
+    // The mail must still be waiting: a worker that claimed it is sending it.
+    if done.rows_affected() != 1 || !mail::cancel_in(&mut tx, mail_id).await? {
+        return Err(closed()); // dropping the transaction rolls the transfer back
+    }
+    sqlx::query("delete from recipient_sessions where transfer_id = $1")
+        .bind(t.id)
+        .execute(&mut *tx)
+        .await?;
+    audit::append(
+        &mut tx,
+        now,
+        actor,
+        "transfer_release_undone",
+        &t.recipient_email,
+        json!({ "transfer_id": t.id, "mail_id": mail_id, "seconds_left": until - now }),
     )
     .await?;
     tx.commit().await?;
@@ -704,13 +798,21 @@ pub async fn recall(
             "This transfer has already ended; there is nothing left to recall.".into(),
         ));
     }
+    // A link mail still waiting (undo window) never goes.
+    let link_mail_cancelled = match t.release_mail_id {
+        Some(mail_id) if t.state == State::Released => mail::cancel_in(&mut tx, mail_id).await?,
+        _ => false,
+    };
     audit::append(
         &mut tx,
         now,
         actor,
         "transfer_recalled",
         &t.recipient_email,
-        json!({ "transfer_id": t.id, "was": t.state.as_str(), "downloads": t.downloads }),
+        json!({
+            "transfer_id": t.id, "was": t.state.as_str(), "downloads": t.downloads,
+            "link_mail_cancelled": link_mail_cancelled,
+        }),
     )
     .await?;
     tx.commit().await?;
@@ -719,12 +821,28 @@ pub async fn recall(
     Ok(())
 }
 
+/// A time of day to the second, `12:46:30 UTC` (for the undo countdown).
+pub fn format_clock(t: UnixTime) -> String {
+    let format = time::macros::format_description!("[hour]:[minute]:[second] UTC");
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .ok()
+        .and_then(|d| d.format(&format).ok())
+        .unwrap_or_else(|| t.to_string())
+}
+
 /// What a sender's dashboard says about a transfer (P8 receipts).
 pub fn receipt(t: &Transfer, now: UnixTime) -> String {
     let at = |x: Option<i64>| x.map(format_time).unwrap_or_default();
     match t.state {
         State::Sealed => "not sent yet: confirm you will phone the passphrase".into(),
         State::Released if now >= t.expires_at => "expired".into(),
+        State::Released if t.undo_left(now).is_some() => {
+            let left = t.undo_left(now).unwrap_or(0);
+            format!(
+                "sending: the link will be emailed at {} (in {left} s); you can still undo",
+                format_clock(now + left)
+            )
+        }
         State::Released => {
             if let Some(d) = t.first_download_at {
                 format!(
