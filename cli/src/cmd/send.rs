@@ -336,8 +336,15 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| {
             format!("transfer {id} was uploaded but not released: no link was emailed")
         })?;
+    let when = match released.get("undo_seconds_left").and_then(|v| v.as_i64()) {
+        Some(left) if left > 0 => format!(
+            "in {left} seconds (the school's undo window: until then `safehand recall {id}` \
+             stops it before anything leaves)"
+        ),
+        _ => "now".to_string(),
+    };
     println!(
-        "Released: {name} is emailed the link now. State: {} ({}). Expires {}; \
+        "Released: {name} is emailed the link {when}. State: {} ({}). Expires {}; \
          see `safehand transfers`, or `safehand recall {id}` to take it back.",
         text(&released, "state"),
         text(&released, "receipt"),
