@@ -79,6 +79,25 @@ impl Reply {
     }
 }
 
+/// The server's answer to one request: its status and JSON body (`Null` when not JSON).
+fn read_reply(
+    base: &str,
+    sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> anyhow::Result<Reply> {
+    let mut response = sent.with_context(|| format!("cannot reach the server at {base}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(16 * 1024 * 1024)
+        .read_to_string()
+        .unwrap_or_default();
+    Ok(Reply {
+        status,
+        json: serde_json::from_str(&body).unwrap_or_default(),
+    })
+}
+
 /// The server's base URL without a trailing `/`: https, or plain http only to this computer.
 fn checked_server(server: &str) -> anyhow::Result<String> {
     let base = server.trim().trim_end_matches('/').to_string();
@@ -174,19 +193,7 @@ impl Destination {
         &self,
         sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> anyhow::Result<Reply> {
-        let mut response =
-            sent.with_context(|| format!("cannot reach the server at {}", self.base))?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(16 * 1024 * 1024)
-            .read_to_string()
-            .unwrap_or_default();
-        Ok(Reply {
-            status,
-            json: serde_json::from_str(&body).unwrap_or_default(),
-        })
+        read_reply(&self.base, sent)
     }
 
     /// `GET path` (e.g. `/api/v1/transfers`).
@@ -331,19 +338,7 @@ impl Link {
         &self,
         sent: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
     ) -> anyhow::Result<Reply> {
-        let mut response =
-            sent.with_context(|| format!("cannot reach the server at {}", self.base))?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(1024 * 1024)
-            .read_to_string()
-            .unwrap_or_default();
-        Ok(Reply {
-            status,
-            json: serde_json::from_str(&body).unwrap_or_default(),
-        })
+        read_reply(&self.base, sent)
     }
 
     fn refused(reply: &Reply, action: &str) -> anyhow::Error {
