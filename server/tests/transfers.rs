@@ -172,15 +172,19 @@ async fn send_files(w: &mut World, files: &[(&str, &[u8])]) -> (i64, String) {
     )
 }
 
-async fn release(w: &mut World, id: i64) -> String {
-    let page = w
-        .staff
+/// The staff member confirms they will phone the passphrase (the release form).
+async fn confirm_release(w: &mut World, id: i64) -> Page {
+    w.staff
         .post(
             &w.app,
             &format!("/transfers/{id}/release"),
             &[("will_phone", "yes")],
         )
-        .await;
+        .await
+}
+
+async fn release(w: &mut World, id: i64) -> String {
+    let page = confirm_release(w, id).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     page.assert_contains("The link will be emailed to the recipient in 60 seconds");
     // Past the undo window: the link mail is due (and would now be delivered).
@@ -1324,14 +1328,7 @@ mod journey {
         };
         let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 239) as u8).collect();
         let (id, passphrase) = send_files(&mut w, &[("minutes.docx", &content)]).await;
-        let page = w
-            .staff
-            .post(
-                &w.app,
-                &format!("/transfers/{id}/release"),
-                &[("will_phone", "yes")],
-            )
-            .await;
+        let page = confirm_release(&mut w, id).await;
         page.assert_contains("The link will be emailed to the recipient in 60 seconds");
         // The link mail waits for the undo window.
         w.app.clock.advance(61);
@@ -1732,14 +1729,7 @@ async fn undo_window_holds_the_link_mail_back(backend: Backend) {
     let out = tempfile::tempdir().unwrap();
     let worker = folder_worker(&w.app, out.path());
     let (id, _) = send_files(&mut w, &[("a.txt", b"abc")]).await;
-    let page = w
-        .staff
-        .post(
-            &w.app,
-            &format!("/transfers/{id}/release"),
-            &[("will_phone", "yes")],
-        )
-        .await;
+    let page = confirm_release(&mut w, id).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     page.assert_contains("The link will be emailed to the recipient in 60 seconds");
     page.assert_contains("Sending in 60 seconds");
@@ -1891,14 +1881,7 @@ async fn undo_window_of_zero_sends_at_once(backend: Backend) {
         .await
         .assert_contains("Policy saved.");
     let (id, _) = send_files(&mut w, &[("a.txt", b"abc")]).await;
-    let page = w
-        .staff
-        .post(
-            &w.app,
-            &format!("/transfers/{id}/release"),
-            &[("will_phone", "yes")],
-        )
-        .await;
+    let page = confirm_release(&mut w, id).await;
     page.assert_contains("The link has been emailed");
     assert!(!page.body.contains("/undo\""), "no undo without a window");
     // Due at once: delivered without the clock moving.

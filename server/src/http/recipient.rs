@@ -403,10 +403,9 @@ async fn respond(
     name: &str,
     content_type: &str,
 ) -> Result<Response> {
-    let t = t.clone();
     let now = state.clock.now();
-    let actor = recipient::recipient_actor(&t, address);
-    let slot = download::begin(&state.db, now, &t, &item, &actor).await?;
+    let actor = recipient::recipient_actor(t, address);
+    let slot = download::begin(&state.db, now, t, &item, &actor).await?;
     let length = match &item {
         Item::File(f) => Some(f.size as u64),
         Item::Payload(h) => Some(h.len() as u64 + t.body_size as u64),
@@ -416,7 +415,7 @@ async fn respond(
         &state.db,
         &state.blobs,
         &state.clock,
-        &t,
+        t,
         key,
         item,
         slot,
