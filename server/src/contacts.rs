@@ -292,7 +292,7 @@ pub async fn create(
     let mut problems = check_input(input);
     let email = normalise_email(&input.email);
     if problems.iter().all(|(f, _)| *f != "email") {
-        if !domain_allowed(db, &email).await? {
+        if !domain_may_be_added(db, &email).await? {
             problems.push(("email", domain_refusal(db).await?));
         } else if by_email(db, &email).await?.is_some() {
             problems.push((
@@ -356,7 +356,7 @@ pub async fn update(
     let mut problems = check_input(input);
     let email = normalise_email(&input.email);
     if problems.iter().all(|(f, _)| *f != "email") && email != old.email {
-        if !domain_allowed(db, &email).await? {
+        if !domain_may_be_added(db, &email).await? {
             problems.push(("email", domain_refusal(db).await?));
         } else if by_email(db, &email).await?.is_some() {
             problems.push((
@@ -548,6 +548,12 @@ pub async fn domain_allowed(db: &Db, email: &str) -> Result<bool> {
         .map(|(_, d)| d.to_lowercase())
         .unwrap_or_default();
     Ok(patterns.is_empty() || patterns.iter().any(|p| pattern_matches(p, &domain)))
+}
+
+/// Whether a contact with this address may be in the directory: in an allowed domain, or
+/// anywhere when policy sends transfers outside the allowed domains to an approver.
+async fn domain_may_be_added(db: &Db, email: &str) -> Result<bool> {
+    Ok(domain_allowed(db, email).await? || crate::policy::load(db).await?.approval_outside_domains)
 }
 
 async fn domain_refusal(db: &Db) -> Result<String> {

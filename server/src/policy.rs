@@ -1,6 +1,7 @@
 //! The school's transfer policy: who may add contacts, what happens when a contact is not
 //! verified, expiry and size limits, the wrong-passphrase limit, how long a contact's
-//! verification lasts and the undo window after a release. Stored as named settings; anything never set has its default.
+//! verification lasts, the undo window after a release, and which transfers wait for an approver
+//! (P7). Stored as named settings; anything never set has its default.
 
 use crate::audit::{self, Actor};
 use crate::clock::UnixTime;
@@ -64,6 +65,24 @@ pub struct Policy {
     /// (0: mailed at once). Absent from older API clients' requests: the default.
     #[serde(default = "default_undo_window_secs")]
     pub undo_window_secs: i64,
+    /// Approval (P7): every transfer waits for an approver.
+    #[serde(default)]
+    pub approval_always: bool,
+    /// Approval: transfers of these classifications wait for an approver.
+    #[serde(default)]
+    pub approval_classifications: Vec<String>,
+    /// Approval: transfers to a contact who is not verified (sent on the sender's attestation)
+    /// wait for an approver.
+    #[serde(default)]
+    pub approval_unverified: bool,
+    /// Approval: contacts outside the allowed domains may be added, and transfers to them wait
+    /// for an approver (otherwise such addresses are refused).
+    #[serde(default)]
+    pub approval_outside_domains: bool,
+    /// Approval: the first transfer to an organisation that nobody has sent to yet waits for an
+    /// approver.
+    #[serde(default)]
+    pub approval_new_organisation: bool,
 }
 
 /// The undo window when policy never set one.
@@ -88,6 +107,11 @@ impl Default for Policy {
             wrong_passphrase_limit: 5,
             verification_valid_months: 12,
             undo_window_secs: DEFAULT_UNDO_WINDOW_SECS,
+            approval_always: false,
+            approval_classifications: Vec::new(),
+            approval_unverified: false,
+            approval_outside_domains: false,
+            approval_new_organisation: false,
         }
     }
 }
@@ -157,6 +181,19 @@ impl Policy {
             MAX_UNDO_WINDOW_SECS,
             "The undo window (seconds)",
         )?;
+        if let Some(c) = self
+            .approval_classifications
+            .iter()
+            .find(|c| !crate::transfers::CLASSIFICATIONS.contains(&c.as_str()))
+        {
+            return Err((
+                "approval_classifications",
+                format!(
+                    "{c} is not a classification; choose from {}.",
+                    crate::transfers::CLASSIFICATIONS.join(", ")
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -190,6 +227,17 @@ pub async fn load(db: &Db) -> Result<Policy> {
             ("wrong_passphrase_limit", Some(v)) => p.wrong_passphrase_limit = v,
             ("verification_valid_months", Some(v)) => p.verification_valid_months = v,
             ("undo_window_secs", Some(v)) => p.undo_window_secs = v,
+            ("approval_always", _) => p.approval_always = value == "1",
+            ("approval_classifications", _) => {
+                p.approval_classifications = value
+                    .split(',')
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }
+            ("approval_unverified", _) => p.approval_unverified = value == "1",
+            ("approval_outside_domains", _) => p.approval_outside_domains = value == "1",
+            ("approval_new_organisation", _) => p.approval_new_organisation = value == "1",
             _ => {}
         }
     }
@@ -202,11 +250,12 @@ pub async fn save(db: &Db, now: UnixTime, actor: &Actor, new: &Policy) -> Result
         return Err(Error::BadInput(message));
     }
     let old = load(db).await?;
+    let flag = |b: bool| if b { "1" } else { "0" }.to_string();
+    let mut classifications = new.approval_classifications.clone();
+    classifications.sort();
+    classifications.dedup();
     let values = [
-        (
-            "staff_may_add_contacts",
-            if new.staff_may_add_contacts { "1" } else { "0" }.to_string(),
-        ),
+        ("staff_may_add_contacts", flag(new.staff_may_add_contacts)),
         (
             "unverified_contacts",
             new.unverified_contacts.as_str().to_string(),
@@ -227,6 +276,17 @@ pub async fn save(db: &Db, now: UnixTime, actor: &Actor, new: &Policy) -> Result
             new.verification_valid_months.to_string(),
         ),
         ("undo_window_secs", new.undo_window_secs.to_string()),
+        ("approval_always", flag(new.approval_always)),
+        ("approval_classifications", classifications.join(",")),
+        ("approval_unverified", flag(new.approval_unverified)),
+        (
+            "approval_outside_domains",
+            flag(new.approval_outside_domains),
+        ),
+        (
+            "approval_new_organisation",
+            flag(new.approval_new_organisation),
+        ),
     ];
     let mut tx = db.begin().await?;
     for (name, value) in &values {

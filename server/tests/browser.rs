@@ -175,10 +175,12 @@ fn pages_in_headless_chromium() {
     // Transfers: contacts, sending with progress, the passphrase page, the recipient, recall.
     let server = start_server(data.path(), &[]);
     run_node(&node, &browser_dir, "transfers", &server, &state_file);
+    // Approval: the approver's queue and page, approve and reject.
+    run_node(&node, &browser_dir, "approval", &server, &state_file);
 }
 
 /// The transfers pages (contacts, policy, sending with progress, the passphrase page, the
-/// recipient, recall) on PostgreSQL too, after a plain first-run setup.
+/// recipient, recall) and the approver's pages on PostgreSQL too, after a plain first-run setup.
 #[test]
 fn transfer_pages_in_headless_chromium_on_postgres() {
     let Some((node, browser_dir)) = browser_tools() else {
@@ -192,6 +194,7 @@ fn transfer_pages_in_headless_chromium_on_postgres() {
     assert!(server.setup_url.is_some(), "first run prints a setup link");
     run_node(&node, &browser_dir, "setup", &server, &state_file);
     run_node(&node, &browser_dir, "transfers", &server, &state_file);
+    run_node(&node, &browser_dir, "approval", &server, &state_file);
     drop(server);
     drop(db);
 }

@@ -8,6 +8,7 @@
 mod common;
 
 mod admin_cli;
+mod approval;
 mod audit_tx;
 mod blobs;
 mod browser;

@@ -32,22 +32,32 @@ crate::both_databases!(
     undo_window_of_zero_sends_at_once,
 );
 
-const PHONE: &str = "01632 960 123";
+pub(crate) const PHONE: &str = "01632 960 123";
 
 /// Admin, a verified contact, and a staff member with their browser.
-struct World {
-    app: TestApp,
-    staff: Browser,
-    contact_id: i64,
+pub(crate) struct World {
+    pub(crate) app: TestApp,
+    pub(crate) staff: Browser,
+    pub(crate) contact_id: i64,
 }
 
-async fn add_contact(app: &mut TestApp, email: &str, name: &str) -> i64 {
+pub(crate) async fn add_contact(app: &mut TestApp, email: &str, name: &str) -> i64 {
+    add_contact_at(app, email, name, "Northshire Children's Services").await
+}
+
+/// Adds a contact at `organisation` (as the admin browser); returns its id.
+pub(crate) async fn add_contact_at(
+    app: &mut TestApp,
+    email: &str,
+    name: &str,
+    organisation: &str,
+) -> i64 {
     let page = app
         .post(
             "/contacts",
             &[
                 ("name", name),
-                ("organisation", "Northshire Children's Services"),
+                ("organisation", organisation),
                 ("job_title", "Social worker"),
                 ("email", email),
                 ("phone", PHONE),
@@ -64,7 +74,7 @@ async fn add_contact(app: &mut TestApp, email: &str, name: &str) -> i64 {
         .unwrap()
 }
 
-async fn verify_contact(app: &mut TestApp, id: i64) {
+pub(crate) async fn verify_contact(app: &mut TestApp, id: i64) {
     let page = app
         .post(
             &format!("/contacts/{id}/verify"),
@@ -82,11 +92,11 @@ async fn verify_contact(app: &mut TestApp, id: i64) {
     page.assert_contains("Verification recorded.");
 }
 
-async fn world(backend: Backend) -> World {
+pub(crate) async fn world(backend: Backend) -> World {
     world_on(TestApp::new(backend).await).await
 }
 
-async fn world_on(mut app: TestApp) -> World {
+pub(crate) async fn world_on(mut app: TestApp) -> World {
     setup_admin(&mut app).await;
     let (_, staff) = invite(&mut app, "sam@school.sch.uk", "Sam Staff", &["staff"]).await;
     let contact_id = add_contact(&mut app, "Jo.Bloggs@Northshire.gov.uk", "Jo Bloggs").await;
@@ -99,7 +109,7 @@ async fn world_on(mut app: TestApp) -> World {
 }
 
 /// A multipart/form-data body.
-fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
+pub(crate) fn multipart(parts: &[(&str, Option<&str>, &[u8])]) -> (String, Vec<u8>) {
     let boundary = "----safehandtestboundary7MA4YWxkTrZu0gW";
     let mut body = Vec::new();
     for (name, filename, content) in parts {
@@ -137,7 +147,11 @@ fn details(contact_id: i64, files: &[(&str, usize)]) -> String {
 }
 
 /// Posts an upload from a signed-in browser (the page's script sends the CSRF header).
-async fn upload_from(app: &TestApp, browser: &mut Browser, body: (String, Vec<u8>)) -> Page {
+pub(crate) async fn upload_from(
+    app: &TestApp,
+    browser: &mut Browser,
+    body: (String, Vec<u8>),
+) -> Page {
     if !browser.jar.contains_key("safehand_csrf") {
         browser.get(app, "/transfers/new").await;
     }
@@ -173,7 +187,7 @@ async fn send_files(w: &mut World, files: &[(&str, &[u8])]) -> (i64, String) {
 }
 
 /// The staff member confirms they will phone the passphrase (the release form).
-async fn confirm_release(w: &mut World, id: i64) -> Page {
+pub(crate) async fn confirm_release(w: &mut World, id: i64) -> Page {
     w.staff
         .post(
             &w.app,
@@ -202,7 +216,7 @@ async fn release(w: &mut World, id: i64) -> String {
 }
 
 /// The newest mail queued for `to`: (subject, body).
-async fn last_mail(app: &TestApp, to: &str) -> (String, String) {
+pub(crate) async fn last_mail(app: &TestApp, to: &str) -> (String, String) {
     let row = sqlx::query(
         "select subject, body_text from mail_outbox where recipient = $1 order by mail_id desc limit 1",
     )
@@ -213,7 +227,7 @@ async fn last_mail(app: &TestApp, to: &str) -> (String, String) {
     (row.get("subject"), row.get("body_text"))
 }
 
-async fn mails_to(app: &TestApp, to: &str) -> Vec<(String, String)> {
+pub(crate) async fn mails_to(app: &TestApp, to: &str) -> Vec<(String, String)> {
     sqlx::query("select subject, body_text from mail_outbox where recipient = $1 order by mail_id")
         .bind(to)
         .fetch_all(app.db().pool())
@@ -234,7 +248,7 @@ fn code_from(body: &str) -> String {
 }
 
 /// The recipient gets a code and enters it, in their own browser.
-async fn recipient_session(app: &TestApp, link: &str) -> Browser {
+pub(crate) async fn recipient_session(app: &TestApp, link: &str) -> Browser {
     let mut r = app.other_browser();
     let page = r.get(app, link).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
@@ -288,7 +302,7 @@ async fn get_bytes(
     (status, headers, bytes.to_vec())
 }
 
-async fn actions(app: &TestApp) -> Vec<String> {
+pub(crate) async fn actions(app: &TestApp) -> Vec<String> {
     audit::search(app.db(), &Default::default(), 1000)
         .await
         .unwrap()
@@ -297,7 +311,7 @@ async fn actions(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
-async fn blob_count(app: &TestApp) -> usize {
+pub(crate) async fn blob_count(app: &TestApp) -> usize {
     app.state.blobs.list("transfers").await.unwrap().len()
 }
 

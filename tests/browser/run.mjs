@@ -396,6 +396,111 @@ async function transfers() {
   }
 }
 
+// ---- phase "approval" (after "transfers", same database): the admin turns on approval of
+// every transfer; a sender's transfer waits; the approver's queue and page; rejection without
+// a reason refused; approval; the sender sees the decision; a second transfer rejected.
+async function approval() {
+  const state = JSON.parse(readFileSync(STATE_FILE, 'utf8'));
+  for (const [k, v] of state.lastStep) lastStep.set(k, v);
+  const browser = await launch();
+  try {
+    const a = await (await browser.newContext(contextOptions)).newPage();
+    await signIn(a, state.admin, 'admin');
+    await a.goto(`${BASE}/admin/policy`);
+    await a.check('#approval_always');
+    await Promise.all([a.waitForLoadState('load'), a.click('button:has-text("Save policy")')]);
+    check((await a.textContent('main')).includes('Policy saved.'), 'approval of every transfer switched on');
+    check(await a.isChecked('#approval_always'), 'the policy page shows the approval rule');
+    await axeCheck(a, 'policy with approval rules');
+    // An approver (approver role only) and a sender.
+    const people = {};
+    for (const [key, name, email, roles] of [
+      ['alex', 'Alex Approver', 'alex@school.sch.uk', ['approver']],
+      ['una', 'Una Sender', 'una@school.sch.uk', ['staff']],
+    ]) {
+      await a.goto(`${BASE}/admin/users`);
+      await a.fill('#name', name);
+      await a.fill('#email', email);
+      if (!roles.includes('staff')) await a.uncheck('#role-staff');
+      for (const r of roles) if (r !== 'staff') await a.check(`#role-${r}`);
+      await Promise.all([a.waitForLoadState('load'), a.click('text=Create user')]);
+      const enrolLink = await a.inputValue('#link');
+      const page = await (await browser.newContext(contextOptions)).newPage();
+      await page.goto(enrolLink);
+      await page.fill('#password', 'meadow copper violin');
+      await page.fill('#confirm', 'meadow copper violin');
+      await submit(page);
+      await enrolTotp(page, key);
+      people[key] = page;
+    }
+    const { alex, una } = people;
+
+    async function sendOne(name, text) {
+      await una.goto(`${BASE}/transfers/new`);
+      await una.setInputFiles('#files', [{ name, mimeType: 'text/plain', buffer: Buffer.from(text) }]);
+      await una.fill('#purpose', 'Annual review papers');
+      await una.click('#send-button');
+      await una.waitForSelector('#passphrase-step', { state: 'visible', timeout: 60000 });
+      await una.check('#will_phone');
+      await Promise.all([una.waitForLoadState('load'), una.click('button:has-text("Send the link to the recipient")')]);
+      check((await una.textContent('main')).includes('School policy asks for an approver to check this transfer first'), 'the sender is told it waits for an approver');
+      check((await una.textContent('#transfer-state')).includes('waiting for an approver'), 'state: waiting for an approver');
+      return una.url().replace(/\/release$/, '');
+    }
+    const firstUrl = await sendOne('review.txt', 'Review notes.\n');
+    await axeCheck(una, 'transfer page (waiting for an approver)');
+    await waitForMail('alex@school.sch.uk', 'A transfer is waiting for your approval');
+
+    // The approver's queue and page.
+    await alex.goto(`${BASE}/`);
+    check((await alex.textContent('#approver-h ~ p')).includes('1 transfer is waiting for approval'), 'the approver home page counts the queue');
+    await alex.goto(`${BASE}/approvals`);
+    await axeCheck(alex, 'approvals queue');
+    check((await alex.textContent('#queue')).includes('Una Sender'), 'the queue lists the transfer');
+    await Promise.all([alex.waitForLoadState('load'), alex.click('#queue tbody a')]);
+    await axeCheck(alex, 'approval page');
+    check((await alex.textContent('main')).includes('Annual review papers'), 'the approver sees the purpose');
+    check((await alex.textContent('#verification')).includes('verified'), 'and the contact\'s verification record');
+    check((await alex.textContent('main')).includes('review.txt'), 'and the file names');
+    await submit(alex, 'button:has-text("Reject and destroy")'); // no reason
+    check((await alex.textContent('.error-summary')).includes('Write why you are rejecting'), 'a rejection needs a reason');
+    const errorLinks = await alex.$$eval('.error-summary a', (els) => els.map((e) => e.getAttribute('href')));
+    check(errorLinks.includes('#reason'), `the error links to the reason field (${errorLinks})`);
+    await axeCheck(alex, 'approval page with an error');
+    await alex.fill('#note', 'Checked with the head teacher.');
+    await submit(alex, 'button:has-text("Approve and send")');
+    check((await alex.textContent('main')).includes('Approved. The sender has been told'), 'approved');
+    check((await alex.textContent('#decision')).includes('Approved by alex@school.sch.uk'), 'the decision is shown');
+    await axeCheck(alex, 'approval page (approved)');
+    await waitForMail('una@school.sch.uk', 'Your transfer was approved');
+    await una.goto(firstUrl);
+    check((await una.textContent('#decision')).includes('Checked with the head teacher.'), 'the sender sees the approver\'s note');
+    await waitForMail('jo.bloggs@northshire.gov.uk', 'A secure file is waiting for you', 3);
+
+    // A second transfer, rejected with a reason.
+    const secondUrl = await sendOne('wrong.txt', 'Not for sending.\n');
+    await alex.goto(`${BASE}/approvals`);
+    await Promise.all([alex.waitForLoadState('load'), alex.click('#queue tbody a')]);
+    await alex.fill('#reason', 'This is the report for a different pupil.');
+    await submit(alex, 'button:has-text("Reject and destroy")');
+    check((await alex.textContent('main')).includes('Rejected. The files have been destroyed'), 'rejected');
+    await waitForMail('una@school.sch.uk', 'Your transfer was not approved');
+    await una.goto(secondUrl);
+    check((await una.textContent('#transfer-state')).includes('rejected by alex@school.sch.uk'), 'the sender sees the rejection');
+    check((await una.textContent('#decision')).includes('a different pupil'), 'with the reason');
+    await axeCheck(una, 'transfer page (rejected)');
+    await alex.goto(`${BASE}/approvals`);
+    check((await alex.textContent('main')).includes('No transfers are waiting for approval.'), 'the queue is empty');
+    await axeCheck(alex, 'approvals queue (empty, with decisions)');
+    // Back to no approval, for any phase that follows.
+    await a.goto(`${BASE}/admin/policy`);
+    await a.uncheck('#approval_always');
+    await Promise.all([a.waitForLoadState('load'), a.click('button:has-text("Save policy")')]);
+  } finally {
+    await browser.close();
+  }
+}
+
 // ---- phase "mail": the admin Mail page. The server sends through an SMTP server that is not
 // running (MAIL_TO names a mail queued before it started), so that mail waits with its error.
 async function mailPage() {
@@ -432,6 +537,7 @@ await runAndReport(`browser phase "${phase}"`, async () => {
   if (phase === 'main') await main();
   else if (phase === 'setup') await setupOnly();
   else if (phase === 'transfers') await transfers();
+  else if (phase === 'approval') await approval();
   else if (phase === 'idle') await idle();
   else if (phase === 'mail') await mailPage();
   else throw new Error(`unknown phase ${phase}`);

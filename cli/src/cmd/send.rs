@@ -336,6 +336,15 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| {
             format!("transfer {id} was uploaded but not released: no link was emailed")
         })?;
+    if text(&released, "state") == "held" {
+        println!(
+            "Waiting for approval: school policy asks an approver to check this transfer first \
+             ({}). Nothing has been emailed to {name} yet; you will be emailed when an approver \
+             decides. See `safehand transfers`, or `safehand recall {id}` to take it back.",
+            text(&released, "receipt"),
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let when = match released.get("undo_seconds_left").and_then(|v| v.as_i64()) {
         Some(left) if left > 0 => format!(
             "in {left} seconds (the school's undo window: until then `safehand recall {id}` \

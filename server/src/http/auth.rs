@@ -668,6 +668,7 @@ async fn totp_enrol_post(
             is_admin: pending.user.has(accounts::Role::Admin),
             is_register: crate::register::may_use_register(&pending.user),
             is_staff: pending.user.has(accounts::Role::Staff),
+            is_approver: pending.user.has(accounts::Role::Approver),
         }),
         csrf: form.csrf.clone(),
     };

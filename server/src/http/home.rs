@@ -28,6 +28,11 @@ async fn home_get(
         is_approver: auth.has(Role::Approver),
         is_admin: auth.has(Role::Admin),
         is_technician: auth.has(Role::Technician),
+        waiting: if auth.has(Role::Approver) {
+            crate::transfers::approval::queue(&state.db).await?.len() as i64
+        } else {
+            0
+        },
         recovery_left,
         notice: None,
     }))

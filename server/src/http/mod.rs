@@ -4,6 +4,7 @@
 mod account;
 mod admin;
 mod api;
+mod approvals;
 mod auth;
 mod contacts;
 mod error;
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .merge(contacts::router())
         .merge(policy::router())
         .merge(transfers::router())
+        .merge(approvals::router())
         .merge(recipient::router())
         .nest(
             "/api/v1",
@@ -55,6 +57,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(contacts::api_router())
                 .merge(policy::api_router())
                 .merge(transfers::api_router())
+                .merge(approvals::api_router())
                 .merge(recipient::api_router())
                 .merge(register_api::router())
                 .layer(map_response(error::json_errors)),

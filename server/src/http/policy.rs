@@ -39,6 +39,7 @@ struct PolicyPage {
     layout: Layout,
     policy: Policy,
     refuse: bool,
+    classifications: Vec<(&'static str, bool)>,
     numbers: Vec<(&'static str, &'static str, String, &'static str)>,
     domains: Vec<String>,
     pattern: String,
@@ -129,6 +130,10 @@ async fn page(
     let p = PolicyPage {
         layout: Layout::signed_in(auth, csrf),
         refuse: policy.unverified_contacts == Unverified::Refuse,
+        classifications: crate::transfers::CLASSIFICATIONS
+            .iter()
+            .map(|c| (*c, policy.approval_classifications.iter().any(|x| x == c)))
+            .collect(),
         numbers: numbers(&policy, typed),
         policy,
         domains: contacts::domains(&state.db).await?,
@@ -162,6 +167,15 @@ async fn policy_get(
 fn policy_from(form: &Form, errors: &mut FormErrors) -> Policy {
     let mut p = Policy {
         staff_may_add_contacts: form.get("staff_may_add_contacts") == "1",
+        approval_always: form.get("approval_always") == "1",
+        approval_classifications: form
+            .all("approval_classifications")
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        approval_unverified: form.get("approval_unverified") == "1",
+        approval_outside_domains: form.get("approval_outside_domains") == "1",
+        approval_new_organisation: form.get("approval_new_organisation") == "1",
         ..Policy::default()
     };
     p.unverified_contacts = match form.get("unverified_contacts") {

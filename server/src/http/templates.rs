@@ -27,6 +27,7 @@ pub(super) struct NavUser {
     /// Technicians and admins see the equipment register.
     pub is_register: bool,
     pub is_staff: bool,
+    pub is_approver: bool,
 }
 
 /// What every page's layout needs.
@@ -54,6 +55,7 @@ impl Layout {
                 is_register: auth.has(crate::accounts::Role::Admin)
                     || auth.has(crate::accounts::Role::Technician),
                 is_staff: auth.has(crate::accounts::Role::Staff),
+                is_approver: auth.has(crate::accounts::Role::Approver),
             }),
             csrf: csrf.to_string(),
         }
@@ -161,6 +163,7 @@ pub(super) struct HomePage {
     pub is_approver: bool,
     pub is_admin: bool,
     pub is_technician: bool,
+    pub waiting: i64,
     pub recovery_left: i64,
     pub notice: Option<String>,
 }

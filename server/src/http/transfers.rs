@@ -288,7 +288,7 @@ fn error_json(e: Error) -> Response {
         .into_response()
 }
 
-fn transfer_json(t: &Transfer, now: i64) -> serde_json::Value {
+pub(super) fn transfer_json(t: &Transfer, now: i64) -> serde_json::Value {
     let time = |x: Option<i64>| x.map(crate::clock::format_rfc3339);
     json!({
         "id": t.id,
@@ -316,6 +316,11 @@ fn transfer_json(t: &Transfer, now: i64) -> serde_json::Value {
         "shredded_at": time(t.shredded_at),
         "undo_until": t.undo_left(now).and(t.undo_until).map(crate::clock::format_rfc3339),
         "undo_seconds_left": t.undo_left(now),
+        "held_at": time(t.held_at),
+        "approval_reasons": t.approval_reasons,
+        "decision": t.decision,
+        "decided_by": t.decided_by_label,
+        "decided_at": time(t.decided_at),
     })
 }
 
@@ -404,7 +409,9 @@ async fn new_get(
         if status != contacts::Status::Verified && !attest {
             continue;
         }
-        if !contacts::domain_allowed(&state.db, &c.email).await? {
+        if !policy.approval_outside_domains
+            && !contacts::domain_allowed(&state.db, &c.email).await?
+        {
             continue;
         }
         options.push(ContactOption {
@@ -489,6 +496,8 @@ struct TransferPage {
     file_note: String,
     events: Vec<String>,
     sealed: bool,
+    held: Option<String>,
+    decision: Option<String>,
     undo_left: Option<i64>,
     undo_at: String,
     may_recall: bool,
@@ -565,12 +574,34 @@ async fn transfer_page(
         },
         events,
         sealed: t.state == TState::Sealed,
+        held: (t.state == TState::Held)
+            .then(|| transfers::approval::reasons_text(&t.approval_reasons)),
+        decision: match (&t.decision, &t.decided_by_label, t.decided_at) {
+            (Some(d), Some(by), Some(at)) => {
+                let reason =
+                    transfers::approval::decision_reason(&state.db, &state.keys, t).await?;
+                let verb = if d == "approved" {
+                    "Approved"
+                } else {
+                    "Rejected"
+                };
+                Some(if reason.is_empty() {
+                    format!("{verb} by {by} on {}.", when(at))
+                } else {
+                    format!("{verb} by {by} on {}: {reason}", when(at))
+                })
+            }
+            _ => None,
+        },
         undo_left: t.undo_left(now),
         undo_at: t
             .undo_until
             .map(transfers::format_clock)
             .unwrap_or_default(),
-        may_recall: matches!(t.state, TState::Sealed | TState::Released | TState::Locked),
+        may_recall: matches!(
+            t.state,
+            TState::Sealed | TState::Held | TState::Released | TState::Locked
+        ),
         errors,
         notice,
     };
@@ -618,6 +649,10 @@ async fn release_post(
         &t,
         FormErrors::default(),
         Some(match t.undo_left(state.clock.now()) {
+            _ if t.state == TState::Held => {
+                "School policy asks for an approver to check this transfer first. The approvers have been emailed; you will be told by email when one decides. Nothing has been sent to the recipient yet."
+                    .into()
+            }
             Some(left) => format!(
                 "The link will be emailed to the recipient in {left} seconds. Until then you can undo. Phone them with the passphrase."
             ),

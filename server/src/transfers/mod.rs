@@ -5,15 +5,19 @@
 //!
 //! ```text
 //! sealed ──release──▶ released ──(last allowed download)──▶ downloaded
-//!   ▲ │                 │  │  └──(wrong passphrases)──▶ locked
-//!   │ │                 │  └──(expiry)──▶ expired
-//!   └─┼───(undo, inside the undo window)
-//!     └──(24 h unconfirmed)──▶ discarded      (recall from sealed, released or locked) ──▶ recalled
+//!   ▲ │ │               ▲ │  │  └──(wrong passphrases)──▶ locked
+//!   │ │ │               │ │  └──(expiry)──▶ expired
+//!   └─┼─┼───────────────┼─┘ (undo, inside the undo window)
+//!     │ └─(policy)─▶ held ──approve──┘
+//!     │               ├──reject──▶ rejected
+//!     │               └──(expiry)──▶ expired
+//!     └──(24 h unconfirmed)──▶ discarded      (recall from sealed, held, released or locked) ──▶ recalled
 //! ```
 //!
 //! `sealed` means uploaded and sealed, with the passphrase shown once, but not yet confirmed by
-//! the sender ("I will phone it"); nothing has been mailed. Approval fits between `sealed` and
-//! `released` as `held` (not in this version).
+//! the sender ("I will phone it"); nothing has been mailed. When the sender confirms and a policy
+//! rule asks for a second pair of eyes (P7, [`approval`]), the transfer is `held` until an
+//! approver approves it (which releases it, with the undo window) or rejects it.
 //!
 //! The undo window (policy `undo_window_secs`, default 60 s): a release queues the link mail
 //! with `next_attempt_at = released_at + window` and records `undo_until`. Until then nothing
@@ -26,6 +30,7 @@
 //! Metadata without content stays for the audit period. Every event writes its audit record
 //! (and any mail) in the same transaction as the change.
 
+pub mod approval;
 pub mod download;
 pub mod names;
 pub mod recipient;
@@ -60,6 +65,8 @@ pub const UNCONFIRMED_LIFETIME: i64 = 24 * 3600;
 pub enum State {
     /// Sealed; waiting for the sender to confirm they will phone the passphrase.
     Sealed,
+    /// Confirmed by the sender; waiting for an approver (policy P7).
+    Held,
     /// The recipient has been mailed the link.
     Released,
     /// Downloaded as many times as allowed; shredded.
@@ -72,6 +79,8 @@ pub enum State {
     Expired,
     /// Never confirmed by the sender; shredded.
     Discarded,
+    /// Refused by an approver; shredded.
+    Rejected,
 }
 
 impl State {
@@ -79,24 +88,28 @@ impl State {
     pub fn as_str(self) -> &'static str {
         match self {
             State::Sealed => "sealed",
+            State::Held => "held",
             State::Released => "released",
             State::Downloaded => "downloaded",
             State::Locked => "locked",
             State::Recalled => "recalled",
             State::Expired => "expired",
             State::Discarded => "discarded",
+            State::Rejected => "rejected",
         }
     }
 
     fn parse(s: &str) -> Result<Self> {
         Ok(match s {
             "sealed" => State::Sealed,
+            "held" => State::Held,
             "released" => State::Released,
             "downloaded" => State::Downloaded,
             "locked" => State::Locked,
             "recalled" => State::Recalled,
             "expired" => State::Expired,
             "discarded" => State::Discarded,
+            "rejected" => State::Rejected,
             other => return Err(Error::Internal(format!("unknown transfer state {other}"))),
         })
     }
@@ -166,6 +179,18 @@ pub struct Transfer {
     pub undo_until: Option<UnixTime>,
     /// The queued link mail (outbox id) of the latest release.
     pub release_mail_id: Option<i64>,
+    /// When the sender's release was held for an approver.
+    pub held_at: Option<UnixTime>,
+    /// The policy rules that held it ([`approval::Rule`] names).
+    pub approval_reasons: Vec<String>,
+    /// `approved` or `rejected`, once an approver decided.
+    pub decision: Option<String>,
+    /// The approver's account.
+    pub decided_by: Option<i64>,
+    /// The approver (email), kept if the account goes.
+    pub decided_by_label: Option<String>,
+    /// When the approver decided.
+    pub decided_at: Option<UnixTime>,
 }
 
 impl Transfer {
@@ -192,7 +217,8 @@ const COLUMNS: &str =
     unverified_attested, created_at, released_at, expires_at, download_limit, downloads, \
     wrong_passphrases, blob_key, body_size, plaintext_size, file_count, sealed_on_server, \
     code_requested_at, opened_at, unlocked_at, first_download_at, last_download_at, ended_at, \
-    shredded_at, blob_deleted_at, undo_until, release_mail_id";
+    shredded_at, blob_deleted_at, undo_until, release_mail_id, held_at, approval_reasons, decision, \
+    decided_by, decided_by_label, decided_at";
 
 fn row_to_transfer(row: &sqlx::any::AnyRow) -> Result<Transfer> {
     Ok(Transfer {
@@ -224,6 +250,15 @@ fn row_to_transfer(row: &sqlx::any::AnyRow) -> Result<Transfer> {
         blob_deleted_at: opt_i64(row, "blob_deleted_at")?,
         undo_until: opt_i64(row, "undo_until")?,
         release_mail_id: opt_i64(row, "release_mail_id")?,
+        held_at: opt_i64(row, "held_at")?,
+        approval_reasons: row
+            .try_get::<Option<String>, _>("approval_reasons")?
+            .and_then(|r| serde_json::from_str(&r).ok())
+            .unwrap_or_default(),
+        decision: row.try_get("decision")?,
+        decided_by: opt_i64(row, "decided_by")?,
+        decided_by_label: row.try_get("decided_by_label")?,
+        decided_at: opt_i64(row, "decided_at")?,
     })
 }
 
@@ -396,7 +431,7 @@ pub async fn plan(
     match &contact {
         None => problems.push(("contact", "Choose a contact from the directory.".into())),
         Some(c) => {
-            if !contacts::domain_allowed(db, &c.email).await? {
+            if !contacts::domain_allowed(db, &c.email).await? && !policy.approval_outside_domains {
                 problems.push((
                     "contact",
                     format!(
@@ -608,7 +643,8 @@ pub async fn create(
 }
 
 /// The sender confirmed they will phone the passphrase: mail the recipient the link, after the
-/// policy's undo window.
+/// policy's undo window; or, when a policy rule asks for it, hold the transfer for an approver
+/// (the returned transfer is then `held`).
 pub async fn release(
     db: &Db,
     now: UnixTime,
@@ -627,22 +663,56 @@ pub async fn release(
             "This transfer expired before it was sent. Send the files again.".into(),
         ));
     }
-    let window = crate::policy::load(db).await?.undo_window_secs.max(0);
+    let policy = crate::policy::load(db).await?;
+    let reasons = approval::reasons(db, &policy, t).await?;
+    if !reasons.is_empty() {
+        return approval::hold(db, now, actor, public_url, t, &reasons).await;
+    }
+    let mut tx = db.begin().await?;
+    release_in(
+        &mut tx,
+        now,
+        actor,
+        public_url,
+        t,
+        sender_name,
+        State::Sealed,
+        policy.undo_window_secs,
+    )
+    .await?;
+    tx.commit().await?;
+    get(db, t.id).await?.ok_or(Error::NotFound)
+}
+
+/// Releases `t` from state `from` (sealed, or held when an approver approves) in the caller's
+/// transaction: a new link, its mail queued for the end of the undo window `window`, audited.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn release_in(
+    tx: &mut sqlx::AnyConnection,
+    now: UnixTime,
+    actor: &Actor,
+    public_url: &str,
+    t: &Transfer,
+    sender_name: &str,
+    from: State,
+    window: i64,
+) -> Result<()> {
+    let window = window.max(0);
     let send_at = now + window;
     let token = new_token();
     let link = format!("{public_url}/r/{token}");
     let at = |t: UnixTime| {
         time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
     };
-    let mut tx = db.begin().await?;
     let done = sqlx::query(
         "update transfers set state = 'released', released_at = $1, link_hash = $2, \
          undo_until = null, release_mail_id = null \
-         where transfer_id = $3 and state = 'sealed'",
+         where transfer_id = $3 and state = $4",
     )
     .bind(now)
     .bind(token_hash(&token))
     .bind(t.id)
+    .bind(from.as_str())
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() != 1 {
@@ -651,7 +721,7 @@ pub async fn release(
         ));
     }
     let mail_id = mail::enqueue_at(
-        &mut tx,
+        &mut *tx,
         &OutgoingMail {
             to: t.recipient_email.clone(),
             subject: "A secure file is waiting for you".into(),
@@ -679,16 +749,14 @@ pub async fn release(
     .execute(&mut *tx)
     .await?;
     audit::append(
-        &mut tx,
+        &mut *tx,
         now,
         actor,
         "transfer_released",
         &t.recipient_email,
-        json!({ "transfer_id": t.id, "undo_window_secs": window }),
+        json!({ "transfer_id": t.id, "undo_window_secs": window, "was": from.as_str() }),
     )
-    .await?;
-    tx.commit().await?;
-    get(db, t.id).await?.ok_or(Error::NotFound)
+    .await
 }
 
 /// The sender takes a release back inside the undo window: the queued link mail is cancelled
@@ -789,7 +857,7 @@ pub async fn recall(
         &mut tx,
         now,
         t.id,
-        &[State::Sealed, State::Released, State::Locked],
+        &[State::Sealed, State::Held, State::Released, State::Locked],
         State::Recalled,
     )
     .await?;
@@ -835,6 +903,11 @@ pub fn receipt(t: &Transfer, now: UnixTime) -> String {
     let at = |x: Option<i64>| x.map(format_time).unwrap_or_default();
     match t.state {
         State::Sealed => "not sent yet: confirm you will phone the passphrase".into(),
+        State::Held if now >= t.expires_at => "expired waiting for approval".into(),
+        State::Held => format!(
+            "waiting for an approver ({})",
+            approval::reasons_text(&t.approval_reasons)
+        ),
         State::Released if now >= t.expires_at => "expired".into(),
         State::Released if t.undo_left(now).is_some() => {
             let left = t.undo_left(now).unwrap_or(0);
@@ -884,5 +957,10 @@ pub fn receipt(t: &Transfer, now: UnixTime) -> String {
             }
         }
         State::Discarded => "discarded (never sent)".into(),
+        State::Rejected => format!(
+            "rejected by {} {}",
+            t.decided_by_label.as_deref().unwrap_or("an approver"),
+            at(t.decided_at)
+        ),
     }
 }

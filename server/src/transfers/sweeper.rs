@@ -57,7 +57,7 @@ pub async fn sweep(db: &Db, blobs: &Blobs, now: UnixTime) -> Result<Swept> {
     let mut swept = Swept::default();
     let due = sqlx::query(
         "select transfer_id, state, recipient_email, sender_id, first_download_at, created_at from transfers \
-         where (state in ('released', 'locked') and expires_at <= $1) \
+         where (state in ('released', 'locked', 'held') and expires_at <= $1) \
             or (state = 'sealed' and (created_at <= $2 or expires_at <= $1)) \
          order by transfer_id limit 200",
     )
@@ -72,6 +72,7 @@ pub async fn sweep(db: &Db, blobs: &Blobs, now: UnixTime) -> Result<Swept> {
         let (from, to) = match state.as_str() {
             "sealed" => (State::Sealed, State::Discarded),
             "locked" => (State::Locked, State::Expired),
+            "held" => (State::Held, State::Expired),
             _ => (State::Released, State::Expired),
         };
         let mut tx = db.begin().await?;
@@ -79,6 +80,7 @@ pub async fn sweep(db: &Db, blobs: &Blobs, now: UnixTime) -> Result<Swept> {
             continue; // another instance (or the sender) got there first
         }
         let unopened = from == State::Released && opt_i64(&row, "first_download_at")?.is_none();
+        let unapproved = from == State::Held;
         audit::append(
             &mut tx,
             now,
@@ -89,21 +91,32 @@ pub async fn sweep(db: &Db, blobs: &Blobs, now: UnixTime) -> Result<Swept> {
                 "transfer_expired"
             },
             &recipient,
-            json!({ "transfer_id": id, "was": state, "unopened": unopened }),
+            json!({ "transfer_id": id, "was": state, "unopened": unopened, "unapproved": unapproved }),
         )
         .await?;
-        if unopened {
+        if unopened || unapproved {
             let sender_id: i64 = row.try_get("sender_id")?;
             if let Some(sender) = crate::accounts::by_id(db, sender_id).await? {
                 let created: i64 = row.try_get("created_at")?;
+                let (subject, what) = if unapproved {
+                    (
+                        "Your transfer expired waiting for approval",
+                        "expired before an approver decided on it; nothing was sent to the recipient",
+                    )
+                } else {
+                    (
+                        "Your transfer expired unopened",
+                        "expired before it was downloaded",
+                    )
+                };
                 mail::enqueue(
                     &mut tx,
                     &OutgoingMail {
                         to: sender.email,
-                        subject: "Your transfer expired unopened".into(),
+                        subject: subject.into(),
                         body_text: format!(
-                            "Hello {},\n\nThe transfer you sent on {} to {recipient} expired before it was \
-                             downloaded. Its files have been deleted.\n\n\
+                            "Hello {},\n\nThe transfer you sent on {} to {recipient} {what}. Its files \
+                             have been deleted.\n\n\
                              If the recipient still needs them, send them again.\n",
                             sender.name,
                             format_time(created)
