@@ -88,7 +88,8 @@ safehand send --server https://safehand.school.sch.uk --token-file ~/.config/saf
 The files are sealed on this computer with a generated passphrase (work factor 18); only\n\
 ciphertext is uploaded. The passphrase is printed once with the contact's verified phone\n\
 number: phone them with it. The link is emailed only after you confirm at the prompt (or\n\
-with --yes); anything but `yes` recalls the transfer and nothing is sent.\n\
+with --yes); anything but `yes` recalls the transfer and nothing is sent. After you confirm,\n\
+the link waits for the school's undo window; until then `safehand undo ID` takes it back.\n\
 Exit codes: 0 sent; 1 not sent (the message says why: not in the directory, refused by\n\
 policy, not confirmed, ...); 2 bad usage."
     )]
@@ -100,7 +101,17 @@ policy, not confirmed, ...); 2 bad usage."
     Transfers(TransfersArgs),
     /// Recall a transfer you sent: its payload is destroyed and the link stops working.
     #[command(after_help = "Example:\n  safehand recall 42")]
-    Recall(RecallArgs),
+    Recall(TransferIdArgs),
+    /// Take back a transfer you have just sent, inside your school's undo window: the link is
+    /// not emailed and the transfer is sealed again.
+    #[command(after_help = "Example:\n  safehand undo 42\n\n\
+`safehand send` says when the link will be emailed: after the school's undo window (the\n\
+policy's undo_window_secs, 60 s unless changed). Until then `undo` cancels that email and\n\
+the transfer is sealed again on the server (no link exists); send it again from its page on\n\
+the server, or end it with `safehand recall ID`. Once the window has closed the link has been\n\
+emailed: undo is refused and `safehand recall ID` is what stops the link working.\n\
+Exit codes: 0 taken back; 1 not taken back (the message says why); 2 bad usage.")]
+    Undo(TransferIdArgs),
     /// Collect files sent to you: asks for the emailed code, downloads the encrypted payload
     /// and opens it here with the passphrase the sender phoned you (it never leaves this computer).
     #[command(
@@ -188,8 +199,9 @@ pub struct TransfersArgs {
     pub json: bool,
 }
 
+/// One of your transfers, on a server.
 #[derive(Debug, Args)]
-pub struct RecallArgs {
+pub struct TransferIdArgs {
     /// The transfer's number (see `safehand transfers`).
     #[arg(value_name = "ID")]
     pub id: i64,

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::Send(a) => cmd::send::run(a),
         Command::Transfers(a) => cmd::transfers::run(a),
         Command::Recall(a) => cmd::transfers::recall(a),
+        Command::Undo(a) => cmd::transfers::undo(a),
         Command::Fetch(a) => cmd::fetch::run(a),
     };
     match result {

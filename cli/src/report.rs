@@ -1,6 +1,6 @@
 //! The Safehand server's JSON API with an API token: certificates of erasure for the register
 //! (`POST /api/v1/certificates`, from `safehand cert upload` and `safehand wipe --report-to`),
-//! and the transfers API for `safehand send`, `transfers` and `recall`.
+//! and the transfers API for `safehand send`, `transfers`, `recall` and `undo`.
 //!
 //! One place checks the server URL (https, or http only to loopback) and the token file
 //! (private, one `shtok_` line); the token is zeroized when dropped and never printed.

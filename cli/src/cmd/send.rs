@@ -347,8 +347,8 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     }
     let when = match released.get("undo_seconds_left").and_then(|v| v.as_i64()) {
         Some(left) if left > 0 => format!(
-            "in {left} seconds (the school's undo window: until then `safehand recall {id}` \
-             stops it before anything leaves)"
+            "in {left} seconds (the school's undo window: until then `safehand undo {id}` \
+             takes it back before anything leaves)"
         ),
         _ => "now".to_string(),
     };

@@ -1,11 +1,13 @@
-//! `safehand transfers` (the sender's transfers and their receipts) and `safehand recall ID`.
+//! `safehand transfers` (the sender's transfers and their receipts), `safehand recall ID` and
+//! `safehand undo ID` (a release taken back inside the school's undo window).
 
 use std::io::Write;
 use std::process::ExitCode;
 
+use anyhow::bail;
 use serde_json::Value;
 
-use crate::args::{RecallArgs, TransfersArgs};
+use crate::args::{TransferIdArgs, TransfersArgs};
 
 fn text(v: &Value, key: &str) -> String {
     match v.get(key) {
@@ -76,7 +78,7 @@ pub fn run(args: TransfersArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub fn recall(args: RecallArgs) -> anyhow::Result<ExitCode> {
+pub fn recall(args: TransferIdArgs) -> anyhow::Result<ExitCode> {
     let server = crate::report::connect(&args.server)?;
     let t = server
         .post_json(&format!("/api/v1/transfers/{}/recall", args.id), b"{}")?
@@ -86,6 +88,32 @@ pub fn recall(args: RecallArgs) -> anyhow::Result<ExitCode> {
         args.id,
         text(&t, "recipient_email"),
         text(&t, "state"),
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn undo(args: TransferIdArgs) -> anyhow::Result<ExitCode> {
+    let server = crate::report::connect(&args.server)?;
+    let id = args.id;
+    let reply = server.post_json(&format!("/api/v1/transfers/{id}/undo"), b"{}")?;
+    // A refusal about the transfer's state (the window has closed, never sent, ended) carries
+    // the server's reason; recall still ends a transfer whose link has gone.
+    let refused_by_state = reply.status == 400;
+    let t = match reply.ok(&format!("undo transfer {id}")) {
+        Ok(t) => t,
+        Err(e) if refused_by_state => bail!(
+            "{e} Nothing was changed: `safehand transfers` shows its state, and \
+             `safehand recall {id}` ends it and stops its link working"
+        ),
+        Err(e) => return Err(e),
+    };
+    println!(
+        "Taken back: the link was not emailed to {}. Transfer {id} is {} again on the server (no \
+         link exists); send it again from its page, {}/transfers/{id}, or recall it with \
+         `safehand recall {id}`.",
+        text(&t, "recipient_email"),
+        text(&t, "state"),
+        server.server(),
     );
     Ok(ExitCode::SUCCESS)
 }
