@@ -1,14 +1,16 @@
 //! A running `safehand-server` for the end-to-end tests: the real binary on a loopback port
 //! with a fresh database (a SQLite file, or a PostgreSQL database dropped afterwards), and a
-//! small JSON client for checking what the server holds.
+//! small JSON client for checking what the server holds, and the mail the test SMTP server
+//! received from it.
 
 // A failed step in a test should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs;
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -29,10 +31,16 @@ impl Drop for Server {
 
 /// Starts the real server binary on a free loopback port, its data in `data`.
 pub(crate) fn start_server(data: &Path, database_url: &str) -> Server {
+    start_server_with(data, database_url, &[])
+}
+
+/// As [`start_server`], with more command-line options (e.g. [`TestSmtp::server_args`]).
+pub(crate) fn start_server_with(data: &Path, database_url: &str, extra: &[String]) -> Server {
     let mut child = Command::new(workspace_binary("safehand-server"))
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .args(["--database-url", database_url])
+        .args(extra)
         .env("SAFEHAND_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -52,6 +60,167 @@ pub(crate) fn start_server(data: &Path, database_url: &str) -> Server {
         child,
         base: base.expect("the server printed its address"),
     }
+}
+
+/// The real SMTP server `tests/run` starts (aiosmtpd on `SAFEHAND_TEST_SMTP_ADDR`, writing the
+/// maildir `SAFEHAND_TEST_SMTP_MAILDIR`). It is shared by every test running at the same time,
+/// so a test reads only the mail for addresses of its own ([`unique_token`]).
+pub(crate) struct TestSmtp {
+    addr: String,
+    maildir: PathBuf,
+}
+
+impl TestSmtp {
+    /// The test SMTP server; `None` (the caller skips) when `tests/run` did not start one,
+    /// except under CI=true, where that fails the test.
+    pub(crate) fn from_env() -> Option<Self> {
+        let Ok(addr) = std::env::var("SAFEHAND_TEST_SMTP_ADDR") else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "SAFEHAND_TEST_SMTP_ADDR is not set: tests/run starts aiosmtpd (CI=true forbids skipping)"
+            );
+            eprintln!("SKIPPED: no test SMTP server (run the tests through tests/run)");
+            return None;
+        };
+        let maildir = std::env::var_os("SAFEHAND_TEST_SMTP_MAILDIR")
+            .map(PathBuf::from)
+            .expect("SAFEHAND_TEST_SMTP_MAILDIR is set with SAFEHAND_TEST_SMTP_ADDR");
+        Some(Self { addr, maildir })
+    }
+
+    /// `safehand-server` options that send its mail here (plain SMTP on loopback).
+    pub(crate) fn server_args(&self) -> Vec<String> {
+        vec![
+            "--smtp-url".into(),
+            format!("smtp://{}?tls=none", self.addr),
+            "--mail-from".into(),
+            "Safehand <safehand@school.sch.uk>".into(),
+        ]
+    }
+
+    /// The messages delivered for `address` (the envelope recipient), oldest first.
+    pub(crate) fn mail_for(&self, address: &str) -> Vec<ReceivedMail> {
+        let address = address.to_ascii_lowercase();
+        let mut paths: Vec<PathBuf> = ["new", "cur"]
+            .iter()
+            .filter_map(|sub| fs::read_dir(self.maildir.join(sub)).ok())
+            .flat_map(|rd| rd.flatten().map(|e| e.path()))
+            .collect();
+        // Maildir names start with the delivery time in seconds.
+        paths.sort();
+        paths
+            .iter()
+            .filter_map(|p| fs::read_to_string(p).ok())
+            .map(|raw| ReceivedMail::parse(&raw))
+            .filter(|m| m.rcpt_to.contains(&address))
+            .collect()
+    }
+
+    /// Waits (up to 30 s) until `found` picks something out of the mail for `address`.
+    pub(crate) fn wait_for<T>(
+        &self,
+        address: &str,
+        what: &str,
+        found: impl Fn(&[ReceivedMail]) -> Option<T>,
+    ) -> T {
+        let waited = Instant::now();
+        loop {
+            if let Some(t) = found(&self.mail_for(address)) {
+                return t;
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(30),
+                "no {what} for {address} at the test SMTP server within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// One message as the test SMTP server stored it.
+#[derive(Debug)]
+pub(crate) struct ReceivedMail {
+    /// The envelope recipients (aiosmtpd's `X-RcptTo`), lower-cased.
+    pub(crate) rcpt_to: Vec<String>,
+    /// The `Subject:` header.
+    pub(crate) subject: String,
+    /// The text body, quoted-printable undone.
+    pub(crate) body: String,
+    /// The message as stored.
+    pub(crate) raw: String,
+}
+
+impl ReceivedMail {
+    fn parse(raw: &str) -> Self {
+        let text = raw.replace("\r\n", "\n");
+        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
+        // Header lines, continuation lines unfolded.
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for line in head.lines() {
+            if line.starts_with([' ', '\t']) {
+                if let Some(last) = headers.last_mut() {
+                    last.1.push(' ');
+                    last.1.push_str(line.trim());
+                }
+            } else if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+        }
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default()
+        };
+        let body = if header("content-transfer-encoding").eq_ignore_ascii_case("quoted-printable") {
+            decode_quoted_printable(body)
+        } else {
+            body.to_string()
+        };
+        Self {
+            rcpt_to: header("x-rcptto")
+                .split(',')
+                .map(|a| a.trim().to_ascii_lowercase())
+                .filter(|a| !a.is_empty())
+                .collect(),
+            subject: header("subject"),
+            body,
+            raw: raw.to_string(),
+        }
+    }
+}
+
+/// Undoes quoted-printable: soft line breaks and `=XX` escapes.
+pub(crate) fn decode_quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' {
+            if let Some(b) = joined
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A random hex token, for addresses and names no other test uses at the same time.
+pub(crate) fn unique_token() -> String {
+    let mut bytes = [0u8; 6];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))
+        .expect("read /dev/urandom");
+    hex::encode(bytes)
 }
 
 /// The database for one run: a SQLite file, or a fresh PostgreSQL database dropped after.
@@ -126,6 +295,11 @@ pub(crate) fn call(method: &str, url: &str, token: &str, body: Option<Value>) ->
     let auth = format!("Bearer {token}");
     let mut response = match (method, body) {
         ("GET", _) => agent.get(url).header("Authorization", &auth).call(),
+        ("PUT", Some(b)) => agent
+            .put(url)
+            .header("Authorization", &auth)
+            .content_type("application/json")
+            .send(b.to_string().as_bytes()),
         (_, Some(b)) => agent
             .post(url)
             .header("Authorization", &auth)
