@@ -54,6 +54,17 @@ fn seed(rt: &tokio::runtime::Runtime, url: &str, dana: &str, eli: &str) -> Strin
         )
         .await
         .unwrap();
+        // An approver, for transfers that policy holds.
+        accounts::create(
+            &db,
+            now,
+            &op,
+            "ann.approver@school.sch.uk",
+            "Ann Approver",
+            &[Role::Approver],
+        )
+        .await
+        .unwrap();
         for (email, name, verified) in [
             (dana, "Dana Social", true),
             (eli, "Eli Early", true),
@@ -519,6 +530,58 @@ fn send_list_recall(postgres: bool) {
         "{}",
         stdout(&out)
     );
+
+    // 5c. Approval: with a policy rule on, `send --yes` leaves the transfer waiting for an
+    // approver and says so; nothing is emailed to the recipient.
+    let (_, mut policy) = call("GET", &format!("{base}/api/v1/policy"), &token, None);
+    policy["approval_always"] = true.into();
+    let (status, policy) = call(
+        "PUT",
+        &format!("{base}/api/v1/policy"),
+        &token,
+        Some(policy),
+    );
+    assert_eq!(status, 200, "{policy}");
+    let out = sender(
+        &[
+            "send",
+            "--to",
+            &eli,
+            "--purpose",
+            "Needs a second pair of eyes",
+            "--yes",
+            single.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = stdout(&out);
+    let held = transfer_id(&text);
+    assert!(
+        text.contains(
+            "Waiting for approval: school policy asks an approver to check this transfer first"
+        ) && text.contains("Nothing has been emailed to Eli Early yet"),
+        "{text}"
+    );
+    let (_, t) = call(
+        "GET",
+        &format!("{base}/api/v1/transfers/{held}"),
+        &token,
+        None,
+    );
+    assert_eq!(t["state"], "held", "{t}");
+    assert_eq!(t["approval_reasons"][0], "always", "{t}");
+    let out = sender(&["recall", &held.to_string()], "");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, mut policy) = call("GET", &format!("{base}/api/v1/policy"), &token, None);
+    policy["approval_always"] = false.into();
+    let (status, policy) = call(
+        "PUT",
+        &format!("{base}/api/v1/policy"),
+        &token,
+        Some(policy),
+    );
+    assert_eq!(status, 200, "{policy}");
 
     // 6. What the server holds: ciphertext only. Blobs, database and the delivered mail are
     // searched for the plaintext and the passphrases.
