@@ -104,6 +104,25 @@ async fn send_and_confirm(
     (id, t)
 }
 
+/// The admin saves the policy page with the default values and one approval field.
+async fn post_policy_page(app: &mut TestApp, approval: (&str, &str)) -> Page {
+    app.post(
+        "/admin/policy",
+        &[
+            ("unverified_contacts", "refuse"),
+            approval,
+            ("default_expiry_days", "7"),
+            ("max_expiry_days", "30"),
+            ("default_download_limit", "3"),
+            ("max_size", "5 GiB"),
+            ("wrong_passphrase_limit", "5"),
+            ("verification_valid_months", "12"),
+            ("undo_window_secs", "60"),
+        ],
+    )
+    .await
+}
+
 async fn state(app: &TestApp, id: i64) -> State {
     transfers::get(app.db(), id).await.unwrap().unwrap().state
 }
@@ -165,23 +184,7 @@ async fn approval_by_each_policy_rule(backend: Backend) {
         .all(|m| m.0 != "A transfer is waiting for your approval"));
 
     // "Always", set on the admin's policy page.
-    let page = w
-        .app
-        .post(
-            "/admin/policy",
-            &[
-                ("unverified_contacts", "refuse"),
-                ("approval_always", "1"),
-                ("default_expiry_days", "7"),
-                ("max_expiry_days", "30"),
-                ("default_download_limit", "3"),
-                ("max_size", "5 GiB"),
-                ("wrong_passphrase_limit", "5"),
-                ("verification_valid_months", "12"),
-                ("undo_window_secs", "60"),
-            ],
-        )
-        .await;
+    let page = post_policy_page(&mut w.app, ("approval_always", "1")).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     page.assert_contains("Policy saved.");
     assert!(policy::load(w.app.db()).await.unwrap().approval_always);
@@ -208,23 +211,7 @@ async fn approval_by_each_policy_rule(backend: Backend) {
     let page = w.staff.get(&w.app, "/transfers").await;
     page.assert_contains("waiting for an approver (policy asks for approval of every transfer)");
     // A classification that is not in the policy's list is a problem on the form.
-    let page = w
-        .app
-        .post(
-            "/admin/policy",
-            &[
-                ("unverified_contacts", "refuse"),
-                ("approval_classifications", "TOP SECRET"),
-                ("default_expiry_days", "7"),
-                ("max_expiry_days", "30"),
-                ("default_download_limit", "3"),
-                ("max_size", "5 GiB"),
-                ("wrong_passphrase_limit", "5"),
-                ("verification_valid_months", "12"),
-                ("undo_window_secs", "60"),
-            ],
-        )
-        .await;
+    let page = post_policy_page(&mut w.app, ("approval_classifications", "TOP SECRET")).await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
     page.assert_contains("TOP SECRET is not a classification");
 

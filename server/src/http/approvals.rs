@@ -8,7 +8,8 @@ use super::transfers::transfer_json;
 use crate::accounts;
 use crate::contacts;
 use crate::policy::format_size;
-use crate::transfers::{self, approval, State as TState, Transfer};
+use crate::transfers::approval::{self, Decision};
+use crate::transfers::{self, State as TState, Transfer};
 use crate::{AppState, Error, Result};
 use askama::Template;
 use axum::extract::{Path, State};
@@ -170,26 +171,7 @@ async fn page(
         .into_iter()
         .map(|f| (f.name, format_size(f.size)))
         .collect();
-    let decision = match (&t.decision, &t.decided_by_label, t.decided_at) {
-        (Some(d), Some(by), Some(at)) => {
-            let reason = approval::decision_reason(&state.db, &state.keys, t).await?;
-            Some(format!(
-                "{} by {by} on {}{}",
-                if d == "approved" {
-                    "Approved"
-                } else {
-                    "Rejected"
-                },
-                when(at),
-                if reason.is_empty() {
-                    ".".to_string()
-                } else {
-                    format!(": {reason}")
-                }
-            ))
-        }
-        _ => None,
-    };
+    let decision = approval::decision_text(&state.db, &state.keys, t).await?;
     let own = t.sender_id == auth.user.id;
     let status = if errors.is_empty() {
         StatusCode::OK
@@ -270,57 +252,7 @@ async fn approve_post(
     Path(id): Path<i64>,
     form: Form,
 ) -> Result<Response> {
-    let t = visible(&state, id).await?;
-    let note = form.get("note").to_string();
-    match approval::approve(
-        &state.db,
-        &state.keys,
-        state.clock.now(),
-        &auth.user,
-        &auth.actor(),
-        &state.settings.public_url,
-        &t,
-        &note,
-    )
-    .await
-    {
-        Ok(t) => {
-            let notice = match t.undo_left(state.clock.now()) {
-                Some(left) => format!(
-                    "Approved. The sender has been told; the link will be emailed to the recipient in {left} seconds (the sender can still undo until then)."
-                ),
-                None => "Approved. The sender has been told, and the link has been emailed to the recipient.".into(),
-            };
-            page(
-                &state,
-                &auth,
-                &form.csrf,
-                &t,
-                String::new(),
-                String::new(),
-                FormErrors::default(),
-                Some(notice),
-            )
-            .await
-        }
-        Err(Error::BadInput(message)) => {
-            let mut errors = FormErrors::default();
-            errors.add("note", message);
-            let t = visible(&state, id).await?;
-            page(
-                &state,
-                &auth,
-                &form.csrf,
-                &t,
-                note,
-                String::new(),
-                errors,
-                None,
-            )
-            .await
-        }
-        Err(e) => Err(e),
-    }
+    decision_post(&state, &auth, id, &form, Decision::Approve).await
 }
 
 async fn reject_post(
@@ -329,55 +261,62 @@ async fn reject_post(
     Path(id): Path<i64>,
     form: Form,
 ) -> Result<Response> {
-    let t = visible(&state, id).await?;
-    let reason = form.get("reason").to_string();
-    match approval::reject(
+    decision_post(&state, &auth, id, &form, Decision::Reject).await
+}
+
+/// Approve (field `note`, optional) or reject (field `reason`); a refusal goes back to the
+/// page with the message on the field and what was typed kept.
+async fn decision_post(
+    state: &AppState,
+    auth: &Authenticated,
+    id: i64,
+    form: &Form,
+    decision: Decision,
+) -> Result<Response> {
+    let t = visible(state, id).await?;
+    let field = match decision {
+        Decision::Approve => "note",
+        Decision::Reject => "reason",
+    };
+    let typed = form.get(field).to_string();
+    let now = state.clock.now();
+    let result = approval::decide(
         &state.db,
         &state.keys,
         &state.blobs,
-        state.clock.now(),
+        now,
         &auth.user,
         &auth.actor(),
         &state.settings.public_url,
         &t,
-        &reason,
+        decision,
+        &typed,
     )
-    .await
-    {
+    .await;
+    let (t, errors, notice) = match result {
         Ok(t) => {
-            page(
-                &state,
-                &auth,
-                &form.csrf,
-                &t,
-                String::new(),
-                String::new(),
-                FormErrors::default(),
-                Some(
-                    "Rejected. The files have been destroyed and the sender has been told; nothing was sent to the recipient."
-                        .into(),
+            let notice = match (decision, t.undo_left(now)) {
+                (Decision::Reject, _) => "Rejected. The files have been destroyed and the sender has been told; nothing was sent to the recipient.".to_string(),
+                (Decision::Approve, Some(left)) => format!(
+                    "Approved. The sender has been told; the link will be emailed to the recipient in {left} seconds (the sender can still undo until then)."
                 ),
-            )
-            .await
+                (Decision::Approve, None) => "Approved. The sender has been told, and the link has been emailed to the recipient.".into(),
+            };
+            (t, FormErrors::default(), Some(notice))
         }
         Err(Error::BadInput(message)) => {
             let mut errors = FormErrors::default();
-            errors.add("reason", message);
-            let t = visible(&state, id).await?;
-            page(
-                &state,
-                &auth,
-                &form.csrf,
-                &t,
-                String::new(),
-                reason,
-                errors,
-                None,
-            )
-            .await
+            errors.add(field, message);
+            (visible(state, id).await?, errors, None)
         }
-        Err(e) => Err(e),
-    }
+        Err(e) => return Err(e),
+    };
+    let (note, reason) = match (decision, errors.is_empty()) {
+        (_, true) => (String::new(), String::new()),
+        (Decision::Approve, false) => (typed, String::new()),
+        (Decision::Reject, false) => (String::new(), typed),
+    };
+    page(state, auth, &form.csrf, &t, note, reason, errors, notice).await
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -437,19 +376,7 @@ async fn api_approve_post(
     Path(id): Path<i64>,
     Json(body): Json<DecisionBody>,
 ) -> Result<Json<serde_json::Value>> {
-    let t = visible(&state, id).await?;
-    let t = approval::approve(
-        &state.db,
-        &state.keys,
-        state.clock.now(),
-        &auth.user,
-        &auth.actor(),
-        &state.settings.public_url,
-        &t,
-        &body.reason,
-    )
-    .await?;
-    Ok(Json(approval_json(&state, &t).await?))
+    api_decide(&state, &auth, id, &body.reason, Decision::Approve).await
 }
 
 async fn api_reject_post(
@@ -458,8 +385,18 @@ async fn api_reject_post(
     Path(id): Path<i64>,
     Json(body): Json<DecisionBody>,
 ) -> Result<Json<serde_json::Value>> {
-    let t = visible(&state, id).await?;
-    let t = approval::reject(
+    api_decide(&state, &auth, id, &body.reason, Decision::Reject).await
+}
+
+async fn api_decide(
+    state: &AppState,
+    auth: &Authenticated,
+    id: i64,
+    reason: &str,
+    decision: Decision,
+) -> Result<Json<serde_json::Value>> {
+    let t = visible(state, id).await?;
+    let t = approval::decide(
         &state.db,
         &state.keys,
         &state.blobs,
@@ -468,8 +405,9 @@ async fn api_reject_post(
         &auth.actor(),
         &state.settings.public_url,
         &t,
-        &body.reason,
+        decision,
+        reason,
     )
     .await?;
-    Ok(Json(approval_json(&state, &t).await?))
+    Ok(Json(approval_json(state, &t).await?))
 }

@@ -576,23 +576,7 @@ async fn transfer_page(
         sealed: t.state == TState::Sealed,
         held: (t.state == TState::Held)
             .then(|| transfers::approval::reasons_text(&t.approval_reasons)),
-        decision: match (&t.decision, &t.decided_by_label, t.decided_at) {
-            (Some(d), Some(by), Some(at)) => {
-                let reason =
-                    transfers::approval::decision_reason(&state.db, &state.keys, t).await?;
-                let verb = if d == "approved" {
-                    "Approved"
-                } else {
-                    "Rejected"
-                };
-                Some(if reason.is_empty() {
-                    format!("{verb} by {by} on {}.", when(at))
-                } else {
-                    format!("{verb} by {by} on {}: {reason}", when(at))
-                })
-            }
-            _ => None,
-        },
+        decision: transfers::approval::decision_text(&state.db, &state.keys, t).await?,
         undo_left: t.undo_left(now),
         undo_at: t
             .undo_until

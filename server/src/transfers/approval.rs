@@ -470,6 +470,55 @@ pub async fn reject(
     get(db, t.id).await?.ok_or(Error::NotFound)
 }
 
+/// An approver's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Release it (the undo window applies).
+    Approve,
+    /// Destroy it; a reason is required.
+    Reject,
+}
+
+/// Applies `decision` ([`approve`] or [`reject`]); `reason` is the note or the reason.
+#[allow(clippy::too_many_arguments)]
+pub async fn decide(
+    db: &Db,
+    keys: &ServerKeys,
+    blobs: &Blobs,
+    now: UnixTime,
+    approver: &User,
+    actor: &Actor,
+    public_url: &str,
+    t: &Transfer,
+    decision: Decision,
+    reason: &str,
+) -> Result<Transfer> {
+    match decision {
+        Decision::Approve => approve(db, keys, now, approver, actor, public_url, t, reason).await,
+        Decision::Reject => {
+            reject(db, keys, blobs, now, approver, actor, public_url, t, reason).await
+        }
+    }
+}
+
+/// "Approved by x on y: reason", for the sender's and the approver's pages (None: undecided).
+pub async fn decision_text(db: &Db, keys: &ServerKeys, t: &Transfer) -> Result<Option<String>> {
+    let (Some(d), Some(by), Some(at)) = (&t.decision, &t.decided_by_label, t.decided_at) else {
+        return Ok(None);
+    };
+    let reason = decision_reason(db, keys, t).await?;
+    let verb = if d == "approved" {
+        "Approved"
+    } else {
+        "Rejected"
+    };
+    Ok(Some(if reason.is_empty() {
+        format!("{verb} by {by} on {}.", format_time(at))
+    } else {
+        format!("{verb} by {by} on {}: {reason}", format_time(at))
+    }))
+}
+
 /// What an approver sees of a held transfer's contact: its verification record, or why it
 /// has none.
 pub fn verification_text(contact: &contacts::Contact, now: UnixTime) -> String {
