@@ -1,8 +1,11 @@
 //! Shared helpers for Safehand's end-to-end tests: locating the built binaries, temporary
 //! folders, and the external tools (the `age` binary, loop devices, ...) the tests drive.
-//! The tests themselves live in `tests/tests.rs` and the modules it lists.
+//! The tests themselves live in `tests/tests.rs` and the modules it lists. The server's own
+//! tests use [`maildir`] too.
 
 use std::path::PathBuf;
+
+pub mod maildir;
 
 /// Path of a binary built from this workspace (`safehand`, `safehand-server`).
 ///

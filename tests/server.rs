@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use safehand_server::db::Db;
+use safehand_tests::maildir::{messages_in, ReceivedMail};
 use safehand_tests::workspace_binary;
 
 pub(crate) struct Server {
@@ -98,22 +99,9 @@ impl TestSmtp {
         ]
     }
 
-    /// The messages delivered for `address` (the envelope recipient), oldest first.
+    /// The messages delivered for `address` (the envelope recipient).
     pub(crate) fn mail_for(&self, address: &str) -> Vec<ReceivedMail> {
-        let address = address.to_ascii_lowercase();
-        let mut paths: Vec<PathBuf> = ["new", "cur"]
-            .iter()
-            .filter_map(|sub| fs::read_dir(self.maildir.join(sub)).ok())
-            .flat_map(|rd| rd.flatten().map(|e| e.path()))
-            .collect();
-        // Maildir names start with the delivery time in seconds.
-        paths.sort();
-        paths
-            .iter()
-            .filter_map(|p| fs::read_to_string(p).ok())
-            .map(|raw| ReceivedMail::parse(&raw))
-            .filter(|m| m.rcpt_to.contains(&address))
-            .collect()
+        messages_in(&self.maildir, address)
     }
 
     /// Waits (up to 30 s) until `found` picks something out of the mail for `address`.
@@ -135,83 +123,6 @@ impl TestSmtp {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-/// One message as the test SMTP server stored it.
-#[derive(Debug)]
-pub(crate) struct ReceivedMail {
-    /// The envelope recipients (aiosmtpd's `X-RcptTo`), lower-cased.
-    pub(crate) rcpt_to: Vec<String>,
-    /// The `Subject:` header.
-    pub(crate) subject: String,
-    /// The text body, quoted-printable undone.
-    pub(crate) body: String,
-    /// The message as stored.
-    pub(crate) raw: String,
-}
-
-impl ReceivedMail {
-    fn parse(raw: &str) -> Self {
-        let text = raw.replace("\r\n", "\n");
-        let (head, body) = text.split_once("\n\n").unwrap_or((&text, ""));
-        // Header lines, continuation lines unfolded.
-        let mut headers: Vec<(String, String)> = Vec::new();
-        for line in head.lines() {
-            if line.starts_with([' ', '\t']) {
-                if let Some(last) = headers.last_mut() {
-                    last.1.push(' ');
-                    last.1.push_str(line.trim());
-                }
-            } else if let Some((k, v)) = line.split_once(':') {
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-        }
-        let header = |name: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-                .unwrap_or_default()
-        };
-        let body = if header("content-transfer-encoding").eq_ignore_ascii_case("quoted-printable") {
-            decode_quoted_printable(body)
-        } else {
-            body.to_string()
-        };
-        Self {
-            rcpt_to: header("x-rcptto")
-                .split(',')
-                .map(|a| a.trim().to_ascii_lowercase())
-                .filter(|a| !a.is_empty())
-                .collect(),
-            subject: header("subject"),
-            body,
-            raw: raw.to_string(),
-        }
-    }
-}
-
-/// Undoes quoted-printable: soft line breaks and `=XX` escapes.
-pub(crate) fn decode_quoted_printable(text: &str) -> String {
-    let joined = text.replace("=\n", "");
-    let bytes = joined.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'=' {
-            if let Some(b) = joined
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(b);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// A random hex token, for addresses and names no other test uses at the same time.

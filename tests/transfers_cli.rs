@@ -26,11 +26,10 @@ use safehand_server::audit::Actor;
 use safehand_server::contacts::{self, ContactInput, VerificationInput};
 use safehand_server::db::Db;
 use safehand_server::policy::Policy;
+use safehand_tests::maildir::ReceivedMail;
 use safehand_tests::workspace_binary;
 
-use crate::server::{
-    call, private_file, start_server_with, unique_token, Database, ReceivedMail, TestSmtp,
-};
+use crate::server::{call, private_file, start_server_with, unique_token, Database, TestSmtp};
 
 /// A staff member (also an admin) with an API token, two verified contacts at an allowed
 /// domain (`dana` and `eli`), a verified contact outside the allowed domains, and an
@@ -202,7 +201,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 fn link_mails(mails: &[ReceivedMail]) -> Vec<&ReceivedMail> {
     mails
         .iter()
-        .filter(|m| m.subject == "A secure file is waiting for you")
+        .filter(|m| m.subject() == "A secure file is waiting for you")
         .collect()
 }
 
@@ -634,7 +633,7 @@ fn send_list_recall(postgres: bool) {
             assert!(
                 !contains(mail.raw.as_bytes(), needle) && !contains(mail.body.as_bytes(), needle),
                 "{what} found in the mail \"{}\"",
-                mail.subject
+                mail.subject()
             );
         }
     }
