@@ -281,6 +281,25 @@ pub async fn search(db: &Db, filter: &Filter, limit: i64) -> Result<Vec<Record>>
         .collect()
 }
 
+/// The records about `subject` (e.g. a recipient's address) with one of `actions`, oldest
+/// first.
+pub async fn about(db: &Db, subject: &str, actions: &[&str]) -> Result<Vec<Record>> {
+    let placeholders: Vec<String> = (0..actions.len()).map(|i| format!("${}", i + 2)).collect();
+    let sql = format!(
+        "select seq, at, actor_id, actor, action, subject, address, details, prev_hash, hash \
+         from audit_log where subject = $1 and action in ({}) order by seq",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql).bind(subject);
+    for a in actions {
+        query = query.bind(*a);
+    }
+    let rows = query.fetch_all(db.pool()).await?;
+    rows.iter()
+        .map(|r| row_to_record(r).map_err(Into::into))
+        .collect()
+}
+
 /// The action names present in the log, for the filter's drop-down.
 pub async fn actions(db: &Db) -> Result<Vec<String>> {
     let rows = sqlx::query("select distinct action from audit_log order by action")

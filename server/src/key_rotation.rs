@@ -48,6 +48,18 @@ pub const SEALED_COLUMNS: &[SealedColumn] = &[
         column: "totp_pending",
         context_prefix: "totp-pending:",
     },
+    SealedColumn {
+        table: "incidents",
+        id_column: "incident_id",
+        column: "description_sealed",
+        context_prefix: "incident-description:",
+    },
+    SealedColumn {
+        table: "incidents",
+        id_column: "incident_id",
+        column: "assessment_sealed",
+        context_prefix: "incident-assessment:",
+    },
 ];
 
 /// The `server_secrets` row holding the root of the keyed hashes after a rotation.

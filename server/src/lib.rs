@@ -20,6 +20,7 @@ pub mod contacts;
 pub mod db;
 pub mod error;
 pub mod http;
+pub mod incidents;
 pub mod key_rotation;
 pub mod keys;
 pub mod leases;

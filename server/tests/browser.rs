@@ -1,7 +1,8 @@
 //! The pages in headless Chromium: this test starts the real `safehand-server` binary on a
 //! free port and runs `tests/browser/run.mjs` (Playwright driving Debian's chromium, axe-core
 //! on every page): setup and sign-in, the idle time-out, transfers, and the admin Mail page;
-//! and `tests/browser/register.mjs`, the equipment register, on SQLite and on PostgreSQL.
+//! `tests/browser/register.mjs`, the equipment register, and `tests/browser/incidents.mjs`,
+//! reporting and assessing an incident, each on SQLite and on PostgreSQL.
 //! With CI=true a missing chromium, node or npm package fails the test.
 
 use crate::common::{Backend, TestDb};
@@ -256,6 +257,80 @@ fn register_pages_in_headless_chromium_on_postgres() {
     register_pages(Backend::Postgres);
 }
 
+#[test]
+fn incident_pages_in_headless_chromium_on_sqlite() {
+    incident_pages(Backend::Sqlite);
+}
+
+#[test]
+fn incident_pages_in_headless_chromium_on_postgres() {
+    incident_pages(Backend::Postgres);
+}
+
+/// A fresh server on `backend` (the runtime outlives the database: declared first, dropped
+/// last), with its data folder.
+fn fresh_server(
+    runtime: &tokio::runtime::Runtime,
+    backend: Backend,
+    data: &Path,
+) -> (Option<TestDb>, Server) {
+    let (db, database) = match backend {
+        Backend::Sqlite => (None, Vec::new()),
+        Backend::Postgres => {
+            let db = runtime.block_on(TestDb::new(Backend::Postgres));
+            let url = db.url.clone();
+            (Some(db), vec!["--database-url".to_string(), url])
+        }
+    };
+    let database: Vec<&str> = database.iter().map(String::as_str).collect();
+    (db, start_server(&data.join("server"), &database))
+}
+
+/// Runs `tests/browser/{script}` against `server`; fails with its output.
+fn run_script(
+    node: &Path,
+    browser_dir: &Path,
+    script: &str,
+    server: &Server,
+    env: &[(&str, &str)],
+) {
+    let out = Command::new(node)
+        .arg(script)
+        .current_dir(browser_dir)
+        .env("BASE_URL", &server.base)
+        .env(
+            "SETUP_URL",
+            server
+                .setup_url
+                .as_deref()
+                .expect("first run prints a setup link"),
+        )
+        .envs(env.iter().copied())
+        .output()
+        .expect("run node");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{text}");
+    assert!(
+        out.status.success(),
+        "browser test {script} failed:\n{text}"
+    );
+}
+
+/// `tests/browser/incidents.mjs` against the real binary on a fresh database of `backend`.
+fn incident_pages(backend: Backend) {
+    let Some((node, browser_dir)) = browser_tools() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (_db, server) = fresh_server(&runtime, backend, data.path());
+    run_script(&node, &browser_dir, "incidents.mjs", &server, &[]);
+}
+
 /// `tests/browser/register.mjs` against the real binary on a fresh database of `backend`.
 fn register_pages(backend: Backend) {
     use safehand_crypto::certificate::{sign_certificate, SigningKey, WipeCertificate};
@@ -275,42 +350,22 @@ fn register_pages(backend: Backend) {
         "asset_tag,kind,storage_media,personal_data\nIP-1,tablet,T1,yes\nIP-2,fridge,T2,no\n",
     )
     .unwrap();
-    // The runtime outlives the database (declared first, dropped last).
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let (_db, database) = match backend {
-        Backend::Sqlite => (None, Vec::new()),
-        Backend::Postgres => {
-            let db = runtime.block_on(TestDb::new(Backend::Postgres));
-            let url = db.url.clone();
-            (Some(db), vec!["--database-url".to_string(), url])
-        }
-    };
-    let database: Vec<&str> = database.iter().map(String::as_str).collect();
-    let server = start_server(&data.path().join("server"), &database);
-    let out = Command::new(node)
-        .arg("register.mjs")
-        .current_dir(&browser_dir)
-        .env("BASE_URL", &server.base)
-        .env(
-            "SETUP_URL",
-            server
-                .setup_url
-                .as_deref()
-                .expect("first run prints a setup link"),
-        )
-        .env("CERT_FILE", &cert_file)
-        .env("PUBLIC_KEY", key.public_key().to_string())
-        .env("BAD_CSV", &bad_csv)
-        .output()
-        .expect("run node");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (_db, server) = fresh_server(&runtime, backend, data.path());
+    let (cert_file, bad_csv) = (
+        cert_file.display().to_string(),
+        bad_csv.display().to_string(),
     );
-    println!("{text}");
-    assert!(
-        out.status.success(),
-        "browser register test on {backend:?} failed:\n{text}"
+    let public_key = key.public_key().to_string();
+    run_script(
+        &node,
+        &browser_dir,
+        "register.mjs",
+        &server,
+        &[
+            ("CERT_FILE", &cert_file),
+            ("PUBLIC_KEY", &public_key),
+            ("BAD_CSV", &bad_csv),
+        ],
     );
 }

@@ -12,6 +12,7 @@ mod extract;
 mod form;
 mod health;
 mod home;
+mod incidents;
 mod layers;
 mod policy;
 mod recipient;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(policy::router())
         .merge(transfers::router())
         .merge(approvals::router())
+        .merge(incidents::router())
         .merge(recipient::router())
         .nest(
             "/api/v1",
@@ -58,6 +60,7 @@ pub fn router(state: AppState) -> Router {
                 .merge(policy::api_router())
                 .merge(transfers::api_router())
                 .merge(approvals::api_router())
+                .merge(incidents::api_router())
                 .merge(recipient::api_router())
                 .merge(register_api::router())
                 .layer(map_response(error::json_errors)),

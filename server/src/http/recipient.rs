@@ -1,6 +1,7 @@
 //! The recipient's pages (no account): `/r/{token}` from the email. A GET never changes or
-//! counts anything (mail scanners follow links); a code, the passphrase and each download are
-//! separate steps. Any link that cannot be used gets the same page, revealing nothing.
+//! counts anything (mail scanners follow links): the first view of the link page from each
+//! address is only recorded in the audit log, as evidence for an incident. A code, the
+//! passphrase and each download are separate steps. Any link that cannot be used gets the same page, revealing nothing.
 
 use super::extract::{cookie, ClientAddress};
 use super::form::{CsrfToken, Form};
@@ -171,9 +172,12 @@ fn page(
 async fn start_get(
     State(state): State<AppState>,
     csrf: CsrfToken,
+    ClientAddress(address): ClientAddress,
     Path(token): Path<String>,
 ) -> Result<Response> {
-    recipient::by_link(&state.db, state.clock.now(), &token).await?;
+    let now = state.clock.now();
+    let t = recipient::by_link(&state.db, now, &token).await?;
+    recipient::link_viewed(&state.db, now, &t, &address).await?;
     Ok(page(
         &csrf.0,
         &token,

@@ -501,6 +501,10 @@ struct TransferPage {
     undo_left: Option<i64>,
     undo_at: String,
     may_recall: bool,
+    kinds: Vec<(&'static str, &'static str)>,
+    report_kind: String,
+    report_description: String,
+    incidents: Vec<i64>,
     errors: FormErrors,
     notice: Option<String>,
 }
@@ -582,10 +586,16 @@ async fn transfer_page(
             .undo_until
             .map(transfers::format_clock)
             .unwrap_or_default(),
-        may_recall: matches!(
-            t.state,
-            TState::Sealed | TState::Held | TState::Released | TState::Locked
-        ),
+        may_recall: transfers::RECALLABLE.contains(&t.state),
+        kinds: super::incidents::kind_options(),
+        report_kind: String::new(),
+        report_description: String::new(),
+        incidents: crate::incidents::for_transfer(&state.db, t.id)
+            .await?
+            .into_iter()
+            .filter(|i| i.reported_by == auth.user.id)
+            .map(|i| i.id)
+            .collect(),
         errors,
         notice,
     };

@@ -11,7 +11,7 @@
 pub mod assets;
 pub mod certificates;
 pub mod disposals;
-mod pdf;
+pub(crate) mod pdf;
 pub mod report;
 
 use crate::clock::UnixTime;

@@ -844,6 +844,44 @@ pub(crate) async fn end_in(
     Ok(true)
 }
 
+/// The states a recall (or a reported incident) can still end: nothing has been fully
+/// downloaded and the transfer has not expired.
+pub const RECALLABLE: [State; 4] = [State::Sealed, State::Held, State::Released, State::Locked];
+
+/// Recalls a transfer inside the caller's transaction: the header is destroyed, a link mail
+/// still waiting (undo window) is cancelled, and `transfer_recalled` is audited with `reason`.
+/// Returns false, changing nothing, when the transfer has already ended. The caller deletes
+/// the blob after the commit ([`sweeper::delete_blob`]).
+pub(crate) async fn recall_in(
+    conn: &mut sqlx::AnyConnection,
+    now: UnixTime,
+    actor: &Actor,
+    t: &Transfer,
+    reason: &str,
+) -> Result<bool> {
+    if !end_in(&mut *conn, now, t.id, &RECALLABLE, State::Recalled).await? {
+        return Ok(false);
+    }
+    // A link mail still waiting (undo window) never goes.
+    let link_mail_cancelled = match t.release_mail_id {
+        Some(mail_id) if t.state == State::Released => mail::cancel_in(&mut *conn, mail_id).await?,
+        _ => false,
+    };
+    audit::append(
+        conn,
+        now,
+        actor,
+        "transfer_recalled",
+        &t.recipient_email,
+        json!({
+            "transfer_id": t.id, "was": t.state.as_str(), "downloads": t.downloads,
+            "link_mail_cancelled": link_mail_cancelled, "reason": reason,
+        }),
+    )
+    .await?;
+    Ok(true)
+}
+
 /// The sender withdraws a transfer: the header is destroyed at once, then the blob.
 pub async fn recall(
     db: &Db,
@@ -853,36 +891,11 @@ pub async fn recall(
     t: &Transfer,
 ) -> Result<()> {
     let mut tx = db.begin().await?;
-    let ended = end_in(
-        &mut tx,
-        now,
-        t.id,
-        &[State::Sealed, State::Held, State::Released, State::Locked],
-        State::Recalled,
-    )
-    .await?;
-    if !ended {
+    if !recall_in(&mut tx, now, actor, t, "recalled by the sender").await? {
         return Err(Error::BadInput(
             "This transfer has already ended; there is nothing left to recall.".into(),
         ));
     }
-    // A link mail still waiting (undo window) never goes.
-    let link_mail_cancelled = match t.release_mail_id {
-        Some(mail_id) if t.state == State::Released => mail::cancel_in(&mut tx, mail_id).await?,
-        _ => false,
-    };
-    audit::append(
-        &mut tx,
-        now,
-        actor,
-        "transfer_recalled",
-        &t.recipient_email,
-        json!({
-            "transfer_id": t.id, "was": t.state.as_str(), "downloads": t.downloads,
-            "link_mail_cancelled": link_mail_cancelled,
-        }),
-    )
-    .await?;
     tx.commit().await?;
     // The header is gone; the body is unreadable. Delete it now; the sweeper retries on failure.
     sweeper::delete_blob(db, blobs, now, t.id, &t.blob_key).await;

@@ -65,6 +65,41 @@ pub async fn by_link(db: &Db, now: UnixTime, token: &str) -> Result<Transfer> {
     Ok(t)
 }
 
+/// Records that the link page was shown to `address`: once per address per transfer, and
+/// nothing about the transfer changes (a mail scanner may be what opened it). An incident's
+/// evidence of access reads these records.
+pub async fn link_viewed(db: &Db, now: UnixTime, t: &Transfer, address: &str) -> Result<()> {
+    let details = json!({ "transfer_id": t.id });
+    let mut tx = db.begin().await?;
+    // Hold the audit chain's head first, so two first views at once record one.
+    sqlx::query("update audit_head set seq = seq where id = 1")
+        .execute(&mut *tx)
+        .await?;
+    let seen: i64 = sqlx::query(
+        "select count(*) as n from audit_log where subject = $1 and action = 'recipient_link_viewed' \
+         and address = $2 and details = $3",
+    )
+    .bind(&t.recipient_email)
+    .bind(address)
+    .bind(details.to_string())
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get("n")?;
+    if seen == 0 {
+        audit::append(
+            &mut tx,
+            now,
+            &recipient_actor(t, address),
+            "recipient_link_viewed",
+            &t.recipient_email,
+            details,
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
 fn code_hash(keys: &ServerKeys, transfer_id: i64, code: &str) -> String {
     keys.one_time_code_hash(&format!("recipient-code:{transfer_id}"), code)
 }
