@@ -778,8 +778,9 @@ impl Evidence {
 }
 
 /// Gathers the evidence of access to `t` from the audit log (records about its recipient that
-/// name this transfer) and its downloads.
-pub async fn evidence(db: &Db, keys: &ServerKeys, t: &Transfer) -> Result<Evidence> {
+/// name this transfer) and its downloads; `names` are its file names, in payload order, so a
+/// downloaded file is named.
+pub async fn evidence(db: &Db, t: &Transfer, names: &[String]) -> Result<Evidence> {
     let records = audit::about(
         db,
         &t.recipient_email,
@@ -805,7 +806,9 @@ pub async fn evidence(db: &Db, keys: &ServerKeys, t: &Transfer) -> Result<Eviden
             address: r.address.clone(),
         };
         match r.action.as_str() {
-            "recipient_link_viewed" => e.link_views.push(access("Link page opened")),
+            "recipient_link_viewed" => e
+                .link_views
+                .push(access("Link page opened (this may be a mail scanner)")),
             "recipient_code_sent" => e.codes_requested.push(access("Code requested")),
             "recipient_code_wrong" => e.codes_entered.push(access("Wrong code entered")),
             "recipient_code_accepted" => e.codes_entered.push(access("Right code entered")),
@@ -819,13 +822,6 @@ pub async fn evidence(db: &Db, keys: &ServerKeys, t: &Transfer) -> Result<Eviden
             }
         }
     }
-    // The file names are only readable while the transfer is live or its rows remain; they
-    // are sealed under the server key, not the shredded header, so they stay readable.
-    let names: Vec<String> = transfers::files(db, keys, t)
-        .await?
-        .into_iter()
-        .map(|f| f.name)
-        .collect();
     let rows = sqlx::query(
         "select item, address, started_at, completed_at, failed_at from transfer_downloads \
          where transfer_id = $1 order by download_id",
@@ -896,19 +892,22 @@ pub async fn record(db: &Db, keys: &ServerKeys, i: Incident) -> Result<Record> {
     let transfer = transfers::get(db, i.transfer_id)
         .await?
         .ok_or(Error::NotFound)?;
+    // File names are sealed under the server key, not the shredded header: they stay readable
+    // after the transfer has ended.
+    let files: Vec<String> = transfers::files(db, keys, &transfer)
+        .await?
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
     Ok(Record {
         description: description(db, keys, &i).await?,
         assessment: assessment(db, keys, &i).await?,
-        evidence: evidence(db, keys, &transfer).await?,
+        evidence: evidence(db, &transfer, &files).await?,
         reported_by: user_label(db, Some(i.reported_by)).await?,
         assessed_by: user_label(db, i.assessed_by).await?,
         closed_by: user_label(db, i.closed_by).await?,
         purpose: transfers::details(db, keys, &transfer).await?.purpose,
-        files: transfers::files(db, keys, &transfer)
-            .await?
-            .into_iter()
-            .map(|f| f.name)
-            .collect(),
+        files,
         incident: i,
         transfer,
     })

@@ -376,11 +376,7 @@ async fn incident_page(
             .into_iter()
             .map(|a| AccessRow {
                 at: when(a.at),
-                what: if a.what == "Link page opened" {
-                    "Link page opened (this may be a mail scanner)".into()
-                } else {
-                    a.what.clone()
-                },
+                what: a.what.clone(),
                 address: a.address.clone(),
             })
             .collect(),
