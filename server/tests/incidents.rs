@@ -5,7 +5,7 @@
 
 use crate::common::*;
 use crate::transfers::{
-    actions, get_bytes, last_mail, mails_to, release, send_files, world, World,
+    actions, api_token, get_bytes, last_mail, mails_to, release, send_files, world, World,
 };
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -21,6 +21,7 @@ crate::both_databases!(
     incident_on_a_downloaded_transfer_lists_the_evidence_with_addresses,
     only_the_sender_approvers_and_admins_report_and_only_admins_see_all,
     assessment_close_and_the_exported_record,
+    the_api_reports_assesses_and_closes,
 );
 
 const ADMIN: &str = "ada@school.sch.uk";
@@ -574,4 +575,123 @@ async fn assessment_close_and_the_exported_record(backend: Backend) {
         assert!(!body.contains("social worker") && !body.contains("IC-123456"));
     }
     assert!(audit_intact(audit::verify(w.app.db()).await.unwrap()));
+}
+
+/// A JSON call with an API token.
+async fn api(
+    app: &TestApp,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+        .unwrap();
+    let page = send(&app.state, &mut BTreeMap::new(), req).await;
+    (
+        page.status,
+        serde_json::from_str(&page.body).unwrap_or_default(),
+    )
+}
+
+async fn the_api_reports_assesses_and_closes(backend: Backend) {
+    let mut w = world(backend).await;
+    let (id, _) = send_files(&mut w, &[("a.txt", b"abc")]).await;
+    let staff_token = api_token(&w.app, &mut w.staff).await;
+    let path = format!("/api/v1/transfers/{id}/incident");
+    let (status, v) = api(
+        &w.app,
+        &staff_token,
+        "POST",
+        &path,
+        Some(serde_json::json!({"kind": "wrong", "description": ""})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("Choose what went wrong."),
+        "{v}"
+    );
+    let (status, v) = api(
+        &w.app,
+        &staff_token,
+        "POST",
+        &path,
+        Some(serde_json::json!({"kind": "wrong_recipient", "description": "Wrong Jo."})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["id"], 1);
+    assert_eq!(v["recalled"], true);
+    assert_eq!(v["state"], "open");
+    assert_eq!(v["seconds_left"], 72 * 3600);
+    // The staff token cannot list, assess or close.
+    assert_eq!(
+        api(&w.app, &staff_token, "GET", "/api/v1/incidents", None)
+            .await
+            .0,
+        StatusCode::FORBIDDEN
+    );
+    let mut admin = Browser {
+        jar: w.app.jar.clone(),
+    };
+    let page = admin
+        .post(
+            &w.app,
+            "/account/tokens",
+            &[("token_name", "dpo"), ("days", "30"), ("scope", "admin")],
+        )
+        .await;
+    let admin_token = page
+        .between(
+            "id=\"token\" class=\"secret-field\" type=\"text\" readonly value=\"",
+            "\"",
+        )
+        .unwrap();
+    let (status, v) = api(&w.app, &admin_token, "GET", "/api/v1/incidents", None).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["incidents"][0]["kind"], "wrong_recipient");
+    let (status, _) = api(
+        &w.app,
+        &admin_token,
+        "POST",
+        "/api/v1/incidents/1/close",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let assessment = serde_json::json!({
+        "risk": "unlikely", "risk_notes": "Never opened.", "reportable": "no",
+        "decision": "Not reported.", "reason": "No access before the recall.",
+        "actions": "Re-sent to the right address.",
+    });
+    let (status, v) = api(
+        &w.app,
+        &admin_token,
+        "POST",
+        "/api/v1/incidents/1/assessment",
+        Some(assessment),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["assessment"]["reportable_to_ico"], false);
+    let (status, v) = api(
+        &w.app,
+        &admin_token,
+        "POST",
+        "/api/v1/incidents/1/close",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "closed");
+    assert!(v["seconds_left"].is_null());
 }

@@ -1039,7 +1039,7 @@ async fn hostile_file_names_are_stored_and_served_safely(backend: Backend) {
     );
 }
 
-async fn api_token(app: &TestApp, browser: &mut Browser) -> String {
+pub(crate) async fn api_token(app: &TestApp, browser: &mut Browser) -> String {
     let page = browser
         .post(
             app,
