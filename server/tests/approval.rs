@@ -438,6 +438,7 @@ async fn approvers_approve_and_reject_but_never_their_own(backend: Backend) {
         "verified: ada@school.sch.uk called 01632 960 123 (number from switchboard)",
     );
     page.assert_contains("Approve and send");
+    page.assert_contains(&format!("href=\"/transfers/{id}/incident\""));
     assert!(!page.body.contains("referral contents"));
     // Approved with a note: released with the undo window, the sender told by mail and page.
     let page = alex
