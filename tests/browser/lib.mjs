@@ -1,4 +1,4 @@
-// What the browser tests share: checks, TOTP codes (RFC 6238) that never reuse a time step,
+// What the browser tests share: checks, TOTP codes (RFC 6238) that never reuse a time step, enrolment,
 // the axe-core accessibility check, launching Debian's chromium, submitting forms, and the
 // closing summary.
 import { chromium } from 'playwright-core';
@@ -77,6 +77,19 @@ export async function launch() {
 
 export async function submit(page, selector = 'main button[type=submit]') {
   await Promise.all([page.waitForLoadState('load'), page.click(selector)]);
+}
+
+// Follows an enrolment link already open in `page`: sets the password, enrols TOTP with a
+// fresh code, and leaves the recovery codes page (the account is then signed in).
+export async function enrol(page, password) {
+  await page.fill('#password', password);
+  await page.fill('#confirm', password);
+  await submit(page);
+  const secret = (await page.textContent('#totp-secret')).trim();
+  await page.fill('#code', await freshCode(secret));
+  await submit(page);
+  await Promise.all([page.waitForLoadState('load'), page.click('text=I have saved my recovery codes')]);
+  return secret;
 }
 
 // Runs `body`, then prints the pages checked and any failures; exits 1 if there were any.

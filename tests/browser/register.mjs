@@ -7,19 +7,9 @@
 // The server runs on SQLite or PostgreSQL (server/tests/browser.rs runs it on both).
 //
 //   BASE_URL=... SETUP_URL=... CERT_FILE=... PUBLIC_KEY=... BAD_CSV=... node register.mjs
-import { axeCheck, check, freshCode, launch, runAndReport, submit } from './lib.mjs';
+import { axeCheck, check, enrol, launch, runAndReport, submit } from './lib.mjs';
 
 const BASE = process.env.BASE_URL;
-
-async function enrol(page, password) {
-  await page.fill('#password', password);
-  await page.fill('#confirm', password);
-  await submit(page);
-  const secret = (await page.textContent('#totp-secret')).trim();
-  await page.fill('#code', await freshCode(secret));
-  await submit(page);
-  await Promise.all([page.waitForLoadState('load'), page.click('text=I have saved my recovery codes')]);
-}
 
 const contextOptions = { bypassCSP: true, viewport: { width: 1024, height: 900 } };
 
