@@ -525,6 +525,32 @@ async fn approvers_approve_and_reject_but_never_their_own(backend: Backend) {
     let page = alex.get(&w.app, "/approvals").await;
     assert!(!page.body.contains(&format!("href=\"/approvals/{id}\"")));
 
+    // An approver reports a problem on a held transfer: it is recalled at once and leaves the
+    // queue, and an incident is opened.
+    let id = upload(&w.app, &mut w.staff, w.contact_id, "OFFICIAL", None).await;
+    confirm_release(&mut w, id).await;
+    let page = alex
+        .post(
+            &w.app,
+            &format!("/transfers/{id}/incident"),
+            &[
+                ("kind", "wrong_file"),
+                (
+                    "description",
+                    "The sender attached last year's report, not this year's.",
+                ),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    page.assert_contains("The transfer was recalled at once");
+    assert_eq!(state(&w.app, id).await, State::Recalled);
+    assert!(transfers::header(w.app.db(), id).await.unwrap().is_none());
+    assert!(transfers::approval::queue(w.app.db())
+        .await
+        .unwrap()
+        .is_empty());
+
     // The API: the queue carries what an approver needs, never the passphrase or content.
     let (id, passphrase) =
         upload_with_passphrase(&w.app, &mut w.staff, w.contact_id, "OFFICIAL", None).await;
