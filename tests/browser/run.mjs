@@ -330,6 +330,7 @@ async function transfers() {
     await axeCheck(t, 'passphrase page');
     await t.check('#will_phone');
     await Promise.all([t.waitForLoadState('load'), t.click('button:has-text("Send the link to the recipient")')]);
+    await t.waitForSelector('#undo-countdown'); // the transfer page, not the passphrase page
     check((await t.textContent('main')).includes('The link will be emailed to the recipient in 5 seconds'), 'sender confirmed; the undo window runs');
     check((await t.textContent('#undo-countdown')).includes('(in 5 s)'), 'the countdown is shown');
     await axeCheck(t, 'transfer page (undo window)');
@@ -443,6 +444,7 @@ async function approval() {
       await una.waitForSelector('#passphrase-step', { state: 'visible', timeout: 60000 });
       await una.check('#will_phone');
       await Promise.all([una.waitForLoadState('load'), una.click('button:has-text("Send the link to the recipient")')]);
+      await una.waitForSelector('#held-reasons');
       check((await una.textContent('main')).includes('School policy asks for an approver to check this transfer first'), 'the sender is told it waits for an approver');
       check((await una.textContent('#transfer-state')).includes('waiting for an approver'), 'state: waiting for an approver');
       return una.url().replace(/\/release$/, '');
@@ -469,6 +471,7 @@ async function approval() {
     await axeCheck(alex, 'approval page with an error');
     await alex.fill('#note', 'Checked with the head teacher.');
     await submit(alex, 'button:has-text("Approve and send")');
+    await alex.waitForSelector('#decision');
     check((await alex.textContent('main')).includes('Approved. The sender has been told'), 'approved');
     check((await alex.textContent('#decision')).includes('Approved by alex@school.sch.uk'), 'the decision is shown');
     await axeCheck(alex, 'approval page (approved)');
@@ -483,6 +486,7 @@ async function approval() {
     await Promise.all([alex.waitForLoadState('load'), alex.click('#queue tbody a')]);
     await alex.fill('#reason', 'This is the report for a different pupil.');
     await submit(alex, 'button:has-text("Reject and destroy")');
+    await alex.waitForSelector('#decision');
     check((await alex.textContent('main')).includes('Rejected. The files have been destroyed'), 'rejected');
     await waitForMail('una@school.sch.uk', 'Your transfer was not approved');
     await una.goto(secondUrl);

@@ -517,7 +517,20 @@ async fn transfer_page(
     errors: FormErrors,
     notice: Option<String>,
 ) -> Result<Response> {
-    let now = state.clock.now();
+    transfer_page_at(state, auth, csrf, t, state.clock.now(), errors, notice).await
+}
+
+/// The transfer page as at `now` (a handler that just acted shows the time it acted at, so
+/// its notice and the countdown agree).
+async fn transfer_page_at(
+    state: &AppState,
+    auth: &Authenticated,
+    csrf: &str,
+    t: &Transfer,
+    now: i64,
+    errors: FormErrors,
+    notice: Option<String>,
+) -> Result<Response> {
     let details = transfers::details(&state.db, &state.keys, t).await?;
     let contact = contacts::get(&state.db, t.contact_id).await?;
     let files = transfers::files(&state.db, &state.keys, t)
@@ -627,22 +640,25 @@ async fn release_post(
         );
         return transfer_page(&state, &auth, &form.csrf, &t, errors, None).await;
     }
+    // One time for the release, its notice and the countdown, so that they agree.
+    let now = state.clock.now();
     let t = transfers::release(
         &state.db,
-        state.clock.now(),
+        now,
         &auth.actor(),
         &state.settings.public_url,
         &t,
         &auth.user.name,
     )
     .await?;
-    transfer_page(
+    transfer_page_at(
         &state,
         &auth,
         &form.csrf,
         &t,
+        now,
         FormErrors::default(),
-        Some(match t.undo_left(state.clock.now()) {
+        Some(match t.undo_left(now) {
             _ if t.state == TState::Held => {
                 "School policy asks for an approver to check this transfer first. The approvers have been emailed; you will be told by email when one decides. Nothing has been sent to the recipient yet."
                     .into()
