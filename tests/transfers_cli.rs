@@ -443,20 +443,24 @@ fn send_list_recall(postgres: bool) {
     );
     assert_eq!(status, 200, "{policy}");
     assert_eq!(policy["undo_window_secs"], 60, "{policy}");
-    let out = sender(
-        &[
-            "send",
-            "--to",
-            &eli,
-            "--purpose",
-            "Sent to the wrong person",
-            "--yes",
-            single.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let text = stdout(&out);
+    // `send --yes` of the single file to Eli; its output.
+    let send_to_eli = |purpose: &str| {
+        let out = sender(
+            &[
+                "send",
+                "--to",
+                &eli,
+                "--purpose",
+                purpose,
+                "--yes",
+                single.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        stdout(&out)
+    };
+    let text = send_to_eli("Sent to the wrong person");
     let undone = transfer_id(&text);
     let passphrase3 = passphrase_of(&text);
     assert!(
@@ -541,20 +545,7 @@ fn send_list_recall(postgres: bool) {
         Some(policy),
     );
     assert_eq!(status, 200, "{policy}");
-    let out = sender(
-        &[
-            "send",
-            "--to",
-            &eli,
-            "--purpose",
-            "Needs a second pair of eyes",
-            "--yes",
-            single.to_str().unwrap(),
-        ],
-        "",
-    );
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let text = stdout(&out);
+    let text = send_to_eli("Needs a second pair of eyes");
     let held = transfer_id(&text);
     assert!(
         text.contains(

@@ -8,12 +8,10 @@ use crate::transfers::{
     actions, add_contact, add_contact_at, confirm_release, last_mail, mails_to, multipart,
     upload_from, verify_contact, world, World,
 };
-use axum::body::Body;
-use axum::http::{header, Request, StatusCode};
+use axum::http::StatusCode;
 use safehand_server::audit::Actor;
 use safehand_server::policy::{self, Policy, Unverified};
 use safehand_server::transfers::{self, State};
-use std::collections::BTreeMap;
 
 crate::both_databases!(
     approval_by_each_policy_rule,
@@ -125,43 +123,6 @@ async fn post_policy_page(app: &mut TestApp, approval: (&str, &str)) -> Page {
 
 async fn state(app: &TestApp, id: i64) -> State {
     transfers::get(app.db(), id).await.unwrap().unwrap().state
-}
-
-async fn api_token(app: &TestApp, browser: &mut Browser, scope: &str) -> String {
-    let page = browser
-        .post(
-            app,
-            "/account/tokens",
-            &[("token_name", "cli"), ("days", "30"), ("scope", scope)],
-        )
-        .await;
-    page.between(
-        "id=\"token\" class=\"secret-field\" type=\"text\" readonly value=\"",
-        "\"",
-    )
-    .unwrap()
-}
-
-async fn api(
-    app: &TestApp,
-    token: &str,
-    method: &str,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> (StatusCode, serde_json::Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(match body {
-            Some(b) => Body::from(b.to_string()),
-            None => Body::empty(),
-        })
-        .unwrap();
-    let page = send(&app.state, &mut BTreeMap::new(), req).await;
-    let v = serde_json::from_str(&page.body).unwrap_or(serde_json::Value::Null);
-    (page.status, v)
 }
 
 async fn approval_by_each_policy_rule(backend: Backend) {
@@ -409,8 +370,8 @@ async fn approvers_approve_and_reject_but_never_their_own(backend: Backend) {
         .await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
     page.assert_contains("You sent this transfer, so you cannot approve or reject it");
-    let pat_token = api_token(&w.app, &mut pat, "approver").await;
-    let (status, v) = api(
+    let pat_token = api_token_scoped(&w.app, &mut pat, "approver").await;
+    let (status, v) = api_call(
         &w.app,
         &pat_token,
         "POST",
@@ -555,8 +516,8 @@ async fn approvers_approve_and_reject_but_never_their_own(backend: Backend) {
     let (id, passphrase) =
         upload_with_passphrase(&w.app, &mut w.staff, w.contact_id, "OFFICIAL", None).await;
     confirm_release(&mut w, id).await;
-    let token = api_token(&w.app, &mut alex, "approver").await;
-    let (status, v) = api(&w.app, &token, "GET", "/api/v1/approvals", None).await;
+    let token = api_token_scoped(&w.app, &mut alex, "approver").await;
+    let (status, v) = api_call(&w.app, &token, "GET", "/api/v1/approvals", None).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     let waiting = v["waiting"].as_array().unwrap();
     assert_eq!(waiting.len(), 1, "{v}");
@@ -570,7 +531,7 @@ async fn approvers_approve_and_reject_but_never_their_own(backend: Backend) {
     assert!(waiting[0].get("passphrase").is_none());
     assert!(!v.to_string().contains(&passphrase));
     assert!(!v.to_string().contains("referral contents"));
-    let (status, _) = api(
+    let (status, _) = api_call(
         &w.app,
         &token,
         "POST",
@@ -579,7 +540,7 @@ async fn approvers_approve_and_reject_but_never_their_own(backend: Backend) {
     )
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    let (status, v) = api(
+    let (status, v) = api_call(
         &w.app,
         &token,
         "POST",

@@ -650,3 +650,41 @@ pub async fn wait_for_mail(address: &str) -> ReceivedMail {
     .await
     .remove(0)
 }
+
+/// Creates an API token with `scope` on the account page of the signed-in `browser`.
+pub async fn api_token_scoped(app: &TestApp, browser: &mut Browser, scope: &str) -> String {
+    let page = browser
+        .post(
+            app,
+            "/account/tokens",
+            &[("token_name", "cli"), ("days", "30"), ("scope", scope)],
+        )
+        .await;
+    page.between(
+        "id=\"token\" class=\"secret-field\" type=\"text\" readonly value=\"",
+        "\"",
+    )
+    .unwrap()
+}
+
+/// A JSON call with an API token: the status and the JSON answer (null if it is not JSON).
+pub async fn api_call(
+    app: &TestApp,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> (StatusCode, serde_json::Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
+        .unwrap();
+    let page = send(&app.state, &mut BTreeMap::new(), req).await;
+    (
+        page.status,
+        serde_json::from_str(&page.body).unwrap_or_default(),
+    )
+}

@@ -577,34 +577,12 @@ async fn assessment_close_and_the_exported_record(backend: Backend) {
     assert!(audit_intact(audit::verify(w.app.db()).await.unwrap()));
 }
 
-/// A JSON call with an API token.
-async fn api(
-    app: &TestApp,
-    token: &str,
-    method: &str,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> (StatusCode, serde_json::Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(body.map(|b| b.to_string()).unwrap_or_default()))
-        .unwrap();
-    let page = send(&app.state, &mut BTreeMap::new(), req).await;
-    (
-        page.status,
-        serde_json::from_str(&page.body).unwrap_or_default(),
-    )
-}
-
 async fn the_api_reports_assesses_and_closes(backend: Backend) {
     let mut w = world(backend).await;
     let (id, _) = send_files(&mut w, &[("a.txt", b"abc")]).await;
     let staff_token = api_token(&w.app, &mut w.staff).await;
     let path = format!("/api/v1/transfers/{id}/incident");
-    let (status, v) = api(
+    let (status, v) = api_call(
         &w.app,
         &staff_token,
         "POST",
@@ -620,7 +598,7 @@ async fn the_api_reports_assesses_and_closes(backend: Backend) {
             .contains("Choose what went wrong."),
         "{v}"
     );
-    let (status, v) = api(
+    let (status, v) = api_call(
         &w.app,
         &staff_token,
         "POST",
@@ -635,7 +613,7 @@ async fn the_api_reports_assesses_and_closes(backend: Backend) {
     assert_eq!(v["seconds_left"], 72 * 3600);
     // The staff token cannot list, assess or close.
     assert_eq!(
-        api(&w.app, &staff_token, "GET", "/api/v1/incidents", None)
+        api_call(&w.app, &staff_token, "GET", "/api/v1/incidents", None)
             .await
             .0,
         StatusCode::FORBIDDEN
@@ -656,10 +634,10 @@ async fn the_api_reports_assesses_and_closes(backend: Backend) {
             "\"",
         )
         .unwrap();
-    let (status, v) = api(&w.app, &admin_token, "GET", "/api/v1/incidents", None).await;
+    let (status, v) = api_call(&w.app, &admin_token, "GET", "/api/v1/incidents", None).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["incidents"][0]["kind"], "wrong_recipient");
-    let (status, _) = api(
+    let (status, _) = api_call(
         &w.app,
         &admin_token,
         "POST",
@@ -673,7 +651,7 @@ async fn the_api_reports_assesses_and_closes(backend: Backend) {
         "decision": "Not reported.", "reason": "No access before the recall.",
         "actions": "Re-sent to the right address.",
     });
-    let (status, v) = api(
+    let (status, v) = api_call(
         &w.app,
         &admin_token,
         "POST",
@@ -683,7 +661,7 @@ async fn the_api_reports_assesses_and_closes(backend: Backend) {
     .await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["assessment"]["reportable_to_ico"], false);
-    let (status, v) = api(
+    let (status, v) = api_call(
         &w.app,
         &admin_token,
         "POST",

@@ -1040,18 +1040,7 @@ async fn hostile_file_names_are_stored_and_served_safely(backend: Backend) {
 }
 
 pub(crate) async fn api_token(app: &TestApp, browser: &mut Browser) -> String {
-    let page = browser
-        .post(
-            app,
-            "/account/tokens",
-            &[("token_name", "cli"), ("days", "30"), ("scope", "staff")],
-        )
-        .await;
-    page.between(
-        "id=\"token\" class=\"secret-field\" type=\"text\" readonly value=\"",
-        "\"",
-    )
-    .unwrap()
+    api_token_scoped(app, browser, "staff").await
 }
 
 async fn presealed_payloads_are_checked(backend: Backend) {

@@ -507,7 +507,7 @@ async fn assess_post(
             .await
         }
     };
-    match incidents::assess(
+    let result = incidents::assess(
         &state.db,
         &state.keys,
         state.clock.now(),
@@ -516,24 +516,50 @@ async fn assess_post(
         &i,
         &a,
     )
+    .await;
+    after_action(
+        &state,
+        &auth,
+        &form.csrf,
+        i,
+        result,
+        "Assessment recorded.",
+        "risk",
+        Some(input),
+    )
     .await
-    {
+}
+
+/// The incident page after an admin's action: `done` when it worked, or the refusal on
+/// `field` with what was typed kept.
+#[allow(clippy::too_many_arguments)]
+async fn after_action(
+    state: &AppState,
+    auth: &Authenticated,
+    csrf: &str,
+    before: Incident,
+    result: Result<Incident>,
+    done: &str,
+    field: &str,
+    typed: Option<AssessmentInput>,
+) -> Result<Response> {
+    match result {
         Ok(i) => {
             incident_page(
-                &state,
-                &auth,
-                &form.csrf,
+                state,
+                auth,
+                csrf,
                 i,
                 FormErrors::default(),
                 None,
-                Some("Assessment recorded.".into()),
+                Some(done.into()),
             )
             .await
         }
         Err(Error::BadInput(m)) => {
             let mut errors = FormErrors::default();
-            errors.add("risk", m);
-            incident_page(&state, &auth, &form.csrf, i, errors, Some(input), None).await
+            errors.add(field, m);
+            incident_page(state, auth, csrf, before, errors, typed, None).await
         }
         Err(e) => Err(e),
     }
@@ -546,34 +572,25 @@ async fn close_post(
     form: Form,
 ) -> Result<Response> {
     let i = admin_incident(&state, id).await?;
-    match incidents::close(
+    let result = incidents::close(
         &state.db,
         state.clock.now(),
         &auth.actor(),
         auth.user.id,
         &i,
     )
+    .await;
+    after_action(
+        &state,
+        &auth,
+        &form.csrf,
+        i,
+        result,
+        "Incident closed. Download the record below for the school's files.",
+        "close-h",
+        None,
+    )
     .await
-    {
-        Ok(i) => {
-            incident_page(
-                &state,
-                &auth,
-                &form.csrf,
-                i,
-                FormErrors::default(),
-                None,
-                Some("Incident closed. Download the record below for the school's files.".into()),
-            )
-            .await
-        }
-        Err(Error::BadInput(m)) => {
-            let mut errors = FormErrors::default();
-            errors.add("close-h", m);
-            incident_page(&state, &auth, &form.csrf, i, errors, None, None).await
-        }
-        Err(e) => Err(e),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
