@@ -7,6 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::Context;
+use rustix::termios;
 use safehand_crypto::passphrase;
 use safehand_crypto::{DecryptionKey, ExposeSecret, Identity, Recipient, Recipients, SecretString};
 use zeroize::Zeroizing;
@@ -30,13 +31,62 @@ pub fn passphrase_from_file(path: &Path) -> anyhow::Result<SecretString> {
     Ok(SecretString::from(first))
 }
 
+/// Asks for a secret at the terminal. Echo is turned off before the prompt is shown, so
+/// nothing typed as soon as the prompt appears can reach the screen, and turned back on
+/// afterwards whatever happens.
 fn prompt(message: &str) -> anyhow::Result<SecretString> {
-    let answer = rpassword::prompt_password(message).map_err(|e| {
+    let no_terminal = |e: std::io::Error| {
         anyhow::anyhow!(
             "cannot ask for the passphrase ({e}): there is no terminal; use --passphrase-file F"
         )
-    })?;
-    Ok(SecretString::from(answer))
+    };
+    let tty = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/tty")
+        .map_err(no_terminal)?;
+    let saved = termios::tcgetattr(&tty).map_err(|e| no_terminal(e.into()))?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(termios::LocalModes::ECHO);
+    quiet.local_modes.insert(termios::LocalModes::ECHONL);
+    termios::tcsetattr(&tty, termios::OptionalActions::Now, &quiet)
+        .map_err(|e| no_terminal(e.into()))?;
+    let _restore = RestoreTerminal { tty: &tty, saved };
+
+    (&tty).write_all(message.as_bytes())?;
+    (&tty).flush()?;
+    // In canonical mode one read returns at most one line, so nothing typed ahead for a
+    // later prompt is consumed here.
+    let mut line = Zeroizing::new(Vec::with_capacity(128));
+    let mut chunk = Zeroizing::new([0u8; 256]);
+    loop {
+        let n = std::io::Read::read(&mut &tty, &mut chunk[..])?;
+        if n == 0 {
+            anyhow::bail!("no passphrase was entered (end of input); nothing was done");
+        }
+        line.extend_from_slice(&chunk[..n]);
+        if line.ends_with(b"\n") {
+            break;
+        }
+    }
+    while matches!(line.last(), Some(b'\n' | b'\r')) {
+        line.pop();
+    }
+    let text = std::str::from_utf8(&line)
+        .map_err(|_| anyhow::anyhow!("the passphrase typed is not valid UTF-8; nothing was done"))?;
+    Ok(SecretString::from(text))
+}
+
+/// Puts the terminal back as it was when dropped.
+struct RestoreTerminal<'a> {
+    tty: &'a fs::File,
+    saved: termios::Termios,
+}
+
+impl Drop for RestoreTerminal<'_> {
+    fn drop(&mut self) {
+        let _ = termios::tcsetattr(self.tty, termios::OptionalActions::Now, &self.saved);
+    }
 }
 
 fn warn_if_not_ascii(p: &SecretString) {
