@@ -72,8 +72,9 @@ fn prompt(message: &str) -> anyhow::Result<SecretString> {
     while matches!(line.last(), Some(b'\n' | b'\r')) {
         line.pop();
     }
-    let text = std::str::from_utf8(&line)
-        .map_err(|_| anyhow::anyhow!("the passphrase typed is not valid UTF-8; nothing was done"))?;
+    let text = std::str::from_utf8(&line).map_err(|_| {
+        anyhow::anyhow!("the passphrase typed is not valid UTF-8; nothing was done")
+    })?;
     Ok(SecretString::from(text))
 }
 

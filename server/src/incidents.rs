@@ -5,8 +5,9 @@
 //!
 //! An incident's life (`state`): `open` ──(assessment recorded, then close)──▶ `closed`.
 //!
-//! `reported_at` is when the problem became known: the ICO must be told within 72 hours of it
-//! (UK GDPR Article 33) if the breach is likely to result in a risk to individuals. The
+//! `known_at` is when the school found out about the problem (the reporter says how long ago;
+//! by default the moment of the report): the ICO must be told within 72 hours of it (UK GDPR
+//! Article 33) if the breach is likely to result in a risk to individuals. The
 //! description and the assessment may name a pupil, so they are sealed under the server key.
 //! The evidence of access is read, not stored: from the audit records about the transfer's
 //! recipient and from the transfer's downloads.
@@ -148,8 +149,11 @@ pub struct Incident {
     pub transfer_id: i64,
     /// Who reported it.
     pub reported_by: i64,
-    /// When the problem became known: the ICO clock runs from here.
+    /// When it was reported in Safehand.
     pub reported_at: UnixTime,
+    /// When the school found out about the problem (at or before `reported_at`): the ICO
+    /// clock runs from here.
+    pub known_at: UnixTime,
     /// What went wrong.
     pub kind: Kind,
     /// Whether reporting it recalled the transfer (false: it had already ended).
@@ -171,7 +175,7 @@ pub struct Incident {
 impl Incident {
     /// When the 72 hours run out.
     pub fn deadline(&self) -> UnixTime {
-        self.reported_at + ICO_DEADLINE_SECS
+        self.known_at + ICO_DEADLINE_SECS
     }
 
     /// The ICO clock in words at `now`.
@@ -208,7 +212,8 @@ impl Incident {
     }
 }
 
-const COLUMNS: &str = "incident_id, transfer_id, reported_by, reported_at, kind, recalled, state, \
+const COLUMNS: &str =
+    "incident_id, transfer_id, reported_by, reported_at, known_at, kind, recalled, state, \
      reportable, assessed_by, assessed_at, closed_by, closed_at";
 
 fn row_to_incident(row: &sqlx::any::AnyRow) -> Result<Incident> {
@@ -218,6 +223,7 @@ fn row_to_incident(row: &sqlx::any::AnyRow) -> Result<Incident> {
         transfer_id: row.try_get("transfer_id")?,
         reported_by: row.try_get("reported_by")?,
         reported_at: row.try_get("reported_at")?,
+        known_at: row.try_get("known_at")?,
         kind: Kind::parse(&kind)
             .ok_or_else(|| Error::Internal(format!("unknown incident kind {kind}")))?,
         recalled: row.try_get::<i64, _>("recalled")? != 0,
@@ -341,11 +347,34 @@ pub struct Report {
     pub kind: String,
     /// What happened, in the reporter's words.
     pub description: String,
+    /// API: when the school found out, RFC 3339; absent or empty means now.
+    #[serde(default)]
+    pub known_at: String,
+    /// Page: how many whole hours ago the school found out; empty means now.
+    #[serde(skip)]
+    pub known_hours_ago: String,
+}
+
+/// A report that passed [`Report::check`].
+#[derive(Clone, Debug)]
+pub struct Checked {
+    /// What went wrong.
+    pub kind: Kind,
+    /// What happened (trimmed).
+    pub description: String,
+    /// When the school found out: not in the future, not before the transfer was made.
+    pub known_at: UnixTime,
 }
 
 impl Report {
-    /// The kind and description, or the problems by field (`kind`, `description`).
-    pub fn check(&self) -> std::result::Result<(Kind, String), Vec<(&'static str, String)>> {
+    /// The report, or the problems by field (`kind`, `description`, `known_at` or
+    /// `known_hours_ago`). `now` is the time of the report and `since` when the transfer was
+    /// made: nobody found out about a problem with it before then.
+    pub fn check(
+        &self,
+        now: UnixTime,
+        since: UnixTime,
+    ) -> std::result::Result<Checked, Vec<(&'static str, String)>> {
         let mut problems = Vec::new();
         let kind = Kind::parse(self.kind.trim());
         if kind.is_none() {
@@ -360,9 +389,81 @@ impl Report {
             ));
         }
         check_text(&mut problems, "description", description);
-        match kind {
-            Some(k) if problems.is_empty() => Ok((k, description.to_string())),
+        let known_at = self.known_at(now, since, &mut problems);
+        match (kind, known_at) {
+            (Some(kind), Some(known_at)) if problems.is_empty() => Ok(Checked {
+                kind,
+                description: description.to_string(),
+                known_at,
+            }),
             _ => Err(problems),
+        }
+    }
+
+    fn known_at(
+        &self,
+        now: UnixTime,
+        since: UnixTime,
+        problems: &mut Vec<(&'static str, String)>,
+    ) -> Option<UnixTime> {
+        let hours_ago = self.known_hours_ago.trim();
+        let stamp = self.known_at.trim();
+        let hours_available = ((now - since).max(0) + 3599) / 3600;
+        if !hours_ago.is_empty() {
+            let field = "known_hours_ago";
+            return match hours_ago.parse::<i64>() {
+                Ok(h) if (0..=hours_available).contains(&h) => Some((now - h * 3600).max(since)),
+                Ok(h) if h > hours_available => {
+                    problems.push((
+                        field,
+                        format!(
+                            "The transfer was made {hours_available} hours ago, so the problem                              cannot have been known {h} hours ago. Give the hours since you found                              out, or leave this blank if it was just now."
+                        ),
+                    ));
+                    None
+                }
+                _ => {
+                    problems.push((
+                        field,
+                        "Give the number of whole hours since you found out (for example 3), or                          leave this blank if it was just now."
+                            .into(),
+                    ));
+                    None
+                }
+            };
+        }
+        if stamp.is_empty() {
+            return Some(now);
+        }
+        let field = "known_at";
+        let Ok(t) =
+            time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339)
+        else {
+            problems.push((
+                field,
+                "Give the time the school found out as RFC 3339, for example                  2026-03-02T09:30:00Z, or leave it out for now."
+                    .into(),
+            ));
+            return None;
+        };
+        let t = t.unix_timestamp();
+        if t > now + 60 {
+            problems.push((
+                field,
+                "The time the school found out is in the future.".into(),
+            ));
+            None
+        } else if t < since {
+            problems.push((
+                field,
+                format!(
+                    "The time the school found out is before the transfer was made ({}).",
+                    format_rfc3339(since)
+                ),
+            ));
+            None
+        } else {
+            Some(t.min(now))
         }
     }
 }
@@ -407,9 +508,14 @@ pub async fn report(
     reporter_id: i64,
     public_url: &str,
     t: &Transfer,
-    kind: Kind,
-    description: &str,
+    report: &Checked,
 ) -> Result<Reported> {
+    let Checked {
+        kind,
+        description,
+        known_at,
+    } = report;
+    let (kind, known_at) = (*kind, *known_at);
     let admins: Vec<String> = accounts::list(db)
         .await?
         .into_iter()
@@ -430,12 +536,13 @@ pub async fn report(
     )
     .await?;
     let row = sqlx::query(
-        "insert into incidents (transfer_id, reported_by, reported_at, kind, recalled, state) \
-         values ($1, $2, $3, $4, $5, 'open') returning incident_id",
+        "insert into incidents (transfer_id, reported_by, reported_at, known_at, kind, recalled, \
+         state) values ($1, $2, $3, $4, $5, $6, 'open') returning incident_id",
     )
     .bind(t.id)
     .bind(reporter_id)
     .bind(now)
+    .bind(known_at)
     .bind(kind.as_str())
     .bind(i64::from(recalled))
     .fetch_one(&mut *tx)
@@ -446,7 +553,12 @@ pub async fn report(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    let deadline = now + ICO_DEADLINE_SECS;
+    let deadline = known_at + ICO_DEADLINE_SECS;
+    let found_out = if known_at < now {
+        format!(" The school found out at {}.", format_time(known_at))
+    } else {
+        String::new()
+    };
     let at = crate::transfers::recipient::mail_time(now);
     for admin in &admins {
         mail::enqueue(
@@ -455,7 +567,7 @@ pub async fn report(
                 to: admin.clone(),
                 subject: format!("Safehand incident {id} reported: assess it within 72 hours"),
                 body_text: format!(
-                    "Incident {id} was reported by {reporter} at {}: {} (transfer {}).\n\n{}\n\n\
+                    "Incident {id} was reported by {reporter} at {}: {} (transfer {}).{found_out}\n\n{}\n\n\
                      The 72-hour ICO deadline is {}. Decide by then whether the breach must be \
                      reported to the ICO, and record the assessment:\n{public_url}/incidents/{id}\n",
                     format_time(now),
@@ -477,7 +589,8 @@ pub async fn report(
         &t.recipient_email,
         json!({
             "incident_id": id, "transfer_id": t.id, "kind": kind.as_str(), "recalled": recalled,
-            "was": t.state.as_str(), "deadline": deadline, "admins_mailed": admins.len(),
+            "was": t.state.as_str(), "known_at": known_at, "deadline": deadline,
+            "admins_mailed": admins.len(),
         }),
     )
     .await?;
@@ -604,7 +717,7 @@ pub async fn assess(
         &format!("incident {}", i.id),
         json!({
             "incident_id": i.id, "transfer_id": i.transfer_id, "risk": a.risk.as_str(),
-            "reportable": a.reportable, "hours_since_reported": (now - i.reported_at) / 3600,
+            "reportable": a.reportable, "hours_since_known": (now - i.known_at) / 3600,
         }),
     )
     .await?;
@@ -943,6 +1056,7 @@ impl Record {
             "description": self.description,
             "reported_by": self.reported_by,
             "reported_at": format_rfc3339(i.reported_at),
+            "known_at": format_rfc3339(i.known_at),
             "ico_deadline": format_rfc3339(i.deadline()),
             "ico_clock": i.clock(now),
             "seconds_left": if i.closed { None } else { Some(i.deadline() - now) },
@@ -1005,7 +1119,8 @@ impl Record {
         doc.field("State", i.state());
         doc.field("What went wrong", i.kind.label());
         doc.field("Reported by", &self.reported_by);
-        doc.field("Reported (problem known)", &format_time(i.reported_at));
+        doc.field("Reported", &format_time(i.reported_at));
+        doc.field("Problem known", &format_time(i.known_at));
         doc.field("72-hour ICO deadline", &format_time(i.deadline()));
         doc.field("ICO clock", &i.clock(now));
         doc.field("Description", &self.description);

@@ -22,6 +22,7 @@ crate::both_databases!(
     only_the_sender_approvers_and_admins_report_and_only_admins_see_all,
     assessment_close_and_the_exported_record,
     the_api_reports_assesses_and_closes,
+    the_clock_runs_from_when_the_school_found_out,
 );
 
 const ADMIN: &str = "ada@school.sch.uk";
@@ -672,4 +673,123 @@ async fn the_api_reports_assesses_and_closes(backend: Backend) {
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["state"], "closed");
     assert!(v["seconds_left"].is_null());
+}
+
+async fn the_clock_runs_from_when_the_school_found_out(backend: Backend) {
+    use safehand_server::clock::{format_rfc3339, format_time};
+    let mut w = world(backend).await;
+    let (id, _) = send_files(&mut w, &[("plan.txt", b"plan")]).await;
+    release(&mut w, id).await;
+    let (other, _) = send_files(&mut w, &[("list.txt", b"list")]).await;
+    let staff_token = api_token(&w.app, &mut w.staff).await;
+    // Ten hours later the admin hears that the first went to the wrong person.
+    w.app.clock.advance(10 * 3600);
+    sign_in(&mut w.app, &w.admin.clone()).await;
+    let path = format!("/transfers/{id}/incident");
+    w.app
+        .get(&path)
+        .await
+        .assert_contains("How many hours ago did you find out?");
+    // Before the transfer existed, or not a number: the form says so, keeps what was typed,
+    // and nothing is recalled.
+    for (hours, says) in [
+        ("12", "cannot have been known 12 hours ago"),
+        ("three", "number of whole hours since you found out"),
+    ] {
+        let page = w
+            .app
+            .post(
+                &path,
+                &[
+                    ("kind", "wrong_recipient"),
+                    ("description", "The head told me this morning."),
+                    ("known_hours_ago", hours),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+        page.assert_contains(says);
+        page.assert_contains(&format!("value=\"{hours}\""));
+        page.assert_contains("The head told me this morning.");
+        assert_eq!(
+            transfers::get(w.app.db(), id).await.unwrap().unwrap().state,
+            transfers::State::Released
+        );
+    }
+    let now = w.app.clock.now();
+    let page = w
+        .app
+        .post(
+            &path,
+            &[
+                ("kind", "wrong_recipient"),
+                ("description", "The head told me this morning."),
+                ("known_hours_ago", "6"),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    // The clock started six hours ago, not at the report.
+    page.assert_contains("66 h 0 min left to decide whether to report to the ICO");
+    let known = now - 6 * 3600;
+    let v = incident_json(&mut w.app, 1).await;
+    assert_eq!(v["reported_at"], format_rfc3339(now));
+    assert_eq!(v["known_at"], format_rfc3339(known));
+    assert_eq!(v["ico_deadline"], format_rfc3339(known + 72 * 3600));
+    let (_, body) = last_mail(&w.app, ADMIN).await;
+    assert!(
+        body.contains(&format!("The school found out at {}.", format_time(known))),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!(
+            "The 72-hour ICO deadline is {}",
+            format_time(known + 72 * 3600)
+        )),
+        "{body}"
+    );
+
+    // The API takes the time as RFC 3339: not in the future, not before the transfer.
+    let path = format!("/api/v1/transfers/{other}/incident");
+    let now = w.app.clock.now();
+    for (at, says) in [
+        (format_rfc3339(now + 3600), "in the future"),
+        (
+            format_rfc3339(now - 11 * 3600),
+            "before the transfer was made",
+        ),
+        ("yesterday".to_string(), "RFC 3339"),
+    ] {
+        let (status, v) = api_call(
+            &w.app,
+            &staff_token,
+            "POST",
+            &path,
+            Some(serde_json::json!({"kind": "wrong_file", "description": "Old list.", "known_at": at})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["message"].as_str().unwrap().contains(says), "{v}");
+    }
+    assert_ne!(
+        transfers::get(w.app.db(), other)
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        transfers::State::Recalled
+    );
+    let (status, v) = api_call(
+        &w.app,
+        &staff_token,
+        "POST",
+        &path,
+        Some(serde_json::json!({
+            "kind": "wrong_file", "description": "Old list.", "known_at": format_rfc3339(now - 2 * 3600),
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{v}");
+    assert_eq!(v["seconds_left"], 70 * 3600);
+    assert_eq!(v["known_at"], format_rfc3339(now - 2 * 3600));
 }

@@ -66,6 +66,14 @@ async function main() {
     await axeCheck(t, 'report a problem with errors');
     await t.check('#kind');
     await t.fill('#description', 'Sent to Jo Bloggs at Northshire; it was meant for Southshire.');
+    // Found out "99 hours ago" about a transfer made minutes ago: refused, the rest kept.
+    await t.fill('#known_hours_ago', '99');
+    await submit(t, 'button:has-text("Report the problem and recall the transfer")');
+    const knownErrors = await t.$$eval('.error-summary a', (els) => els.map((e) => e.getAttribute('href')));
+    check(knownErrors.length === 1 && knownErrors[0] === '#known_hours_ago', `an impossible time links to its field (${knownErrors})`);
+    check((await t.inputValue('#description')).includes('meant for Southshire'), 'the description is kept');
+    await axeCheck(t, 'report a problem with a refused time');
+    await t.fill('#known_hours_ago', '');
     await submit(t, 'button:has-text("Report the problem and recall the transfer")');
     const notice = await t.textContent('.notice');
     check(notice.includes('Problem reported as incident 1.') && notice.includes('recalled at once'), `reported and recalled (${notice})`);

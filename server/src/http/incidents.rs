@@ -91,6 +91,7 @@ struct ReportPage {
     kinds: Vec<(&'static str, &'static str)>,
     report_kind: String,
     report_description: String,
+    report_known_hours_ago: String,
     errors: FormErrors,
 }
 
@@ -116,6 +117,7 @@ async fn report_page(
         kinds: kind_options(),
         report_kind: input.kind.clone(),
         report_description: input.description.clone(),
+        report_known_hours_ago: input.known_hours_ago.clone(),
         errors,
     };
     (status, render(&page)).into_response()
@@ -163,8 +165,7 @@ async fn do_report(
     state: &AppState,
     auth: &Authenticated,
     t: &Transfer,
-    kind: Kind,
-    description: &str,
+    report: &incidents::Checked,
 ) -> Result<incidents::Reported> {
     incidents::report(
         &state.db,
@@ -175,8 +176,7 @@ async fn do_report(
         auth.user.id,
         &state.settings.public_url,
         t,
-        kind,
-        description,
+        report,
     )
     .await
 }
@@ -191,8 +191,10 @@ async fn report_post(
     let input = incidents::Report {
         kind: form.get("kind").to_string(),
         description: form.get("description").to_string(),
+        known_hours_ago: form.get("known_hours_ago").to_string(),
+        known_at: String::new(),
     };
-    let (kind, description) = match input.check() {
+    let checked = match input.check(state.clock.now(), t.created_at) {
         Ok(x) => x,
         Err(p) => {
             return Ok(
@@ -200,7 +202,7 @@ async fn report_post(
             )
         }
     };
-    let reported = do_report(&state, &auth, &t, kind, &description).await?;
+    let reported = do_report(&state, &auth, &t, &checked).await?;
     let notice = format!(
         "Problem reported as incident {}. {} The administrators have been emailed.",
         reported.incident.id,
@@ -286,6 +288,7 @@ struct IncidentPage {
     clock: String,
     reported_by: String,
     reported: String,
+    known: String,
     deadline: String,
     description: String,
     recall: String,
@@ -357,6 +360,7 @@ async fn incident_page(
         clock: i.clock(now),
         reported_by: r.reported_by.clone(),
         reported: when(i.reported_at),
+        known: when(i.known_at),
         deadline: when(i.deadline()),
         description: r.description.clone(),
         recall: r.recall_outcome(),
@@ -643,8 +647,10 @@ async fn api_report_post(
     Json(body): Json<incidents::Report>,
 ) -> Result<Response> {
     let t = reportable(&state, &auth, id).await?;
-    let (kind, description) = body.check().map_err(problems_message)?;
-    let reported = do_report(&state, &auth, &t, kind, &description).await?;
+    let checked = body
+        .check(state.clock.now(), t.created_at)
+        .map_err(problems_message)?;
+    let reported = do_report(&state, &auth, &t, &checked).await?;
     let record = incidents::record(&state.db, &state.keys, reported.incident).await?;
     Ok((StatusCode::CREATED, Json(record.to_json(state.clock.now()))).into_response())
 }

@@ -504,6 +504,7 @@ struct TransferPage {
     kinds: Vec<(&'static str, &'static str)>,
     report_kind: String,
     report_description: String,
+    report_known_hours_ago: String,
     incidents: Vec<i64>,
     errors: FormErrors,
     notice: Option<String>,
@@ -603,6 +604,7 @@ async fn transfer_page_at(
         kinds: super::incidents::kind_options(),
         report_kind: String::new(),
         report_description: String::new(),
+        report_known_hours_ago: String::new(),
         incidents: crate::incidents::for_transfer(&state.db, t.id)
             .await?
             .into_iter()
