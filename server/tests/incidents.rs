@@ -675,6 +675,19 @@ async fn the_api_reports_assesses_and_closes(backend: Backend) {
     assert!(v["seconds_left"].is_null());
 }
 
+/// The admin reports a wrong recipient on the form at `path`, found out `hours` ago.
+async fn found_out(app: &mut TestApp, path: &str, hours: &str) -> Page {
+    app.post(
+        path,
+        &[
+            ("kind", "wrong_recipient"),
+            ("description", "The head told me this morning."),
+            ("known_hours_ago", hours),
+        ],
+    )
+    .await
+}
+
 async fn the_clock_runs_from_when_the_school_found_out(backend: Backend) {
     use safehand_server::clock::{format_rfc3339, format_time};
     let mut w = world(backend).await;
@@ -696,17 +709,7 @@ async fn the_clock_runs_from_when_the_school_found_out(backend: Backend) {
         ("12", "cannot have been known 12 hours ago"),
         ("three", "number of whole hours since you found out"),
     ] {
-        let page = w
-            .app
-            .post(
-                &path,
-                &[
-                    ("kind", "wrong_recipient"),
-                    ("description", "The head told me this morning."),
-                    ("known_hours_ago", hours),
-                ],
-            )
-            .await;
+        let page = found_out(&mut w.app, &path, hours).await;
         assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
         page.assert_contains(says);
         page.assert_contains(&format!("value=\"{hours}\""));
@@ -717,17 +720,7 @@ async fn the_clock_runs_from_when_the_school_found_out(backend: Backend) {
         );
     }
     let now = w.app.clock.now();
-    let page = w
-        .app
-        .post(
-            &path,
-            &[
-                ("kind", "wrong_recipient"),
-                ("description", "The head told me this morning."),
-                ("known_hours_ago", "6"),
-            ],
-        )
-        .await;
+    let page = found_out(&mut w.app, &path, "6").await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     // The clock started six hours ago, not at the report.
     page.assert_contains("66 h 0 min left to decide whether to report to the ICO");
