@@ -240,6 +240,20 @@ impl Pty {
         }
     }
 
+    /// Whether the terminal echoes what is typed (as the program left it).
+    fn echo_on(&self) -> bool {
+        rustix::termios::tcgetattr(&self.slave)
+            .unwrap()
+            .local_modes
+            .contains(rustix::termios::LocalModes::ECHO)
+    }
+
+    /// Bytes as typed, such as `\x03` for Ctrl-C.
+    fn type_raw(&mut self, bytes: &[u8]) {
+        self.master.write_all(bytes).unwrap();
+        self.master.flush().unwrap();
+    }
+
     fn type_line(&mut self, line: &str) {
         self.master
             .write_all(format!("{line}\r").as_bytes())
@@ -1312,6 +1326,44 @@ fn p_prompts_twice_without_echo_and_rejects_a_mismatch() {
     assert_eq!(child.wait().unwrap().code(), Some(1));
     pty.expect("differ", 1);
     assert!(!enc2.exists());
+
+    // Ctrl-C at a prompt cancels at once (exit 130), writes nothing and turns echo back on.
+    for args in [
+        vec![os("decrypt"), os("-o"), dec.as_os_str(), enc.as_os_str()],
+        vec![
+            os("encrypt"),
+            os("-p"),
+            os("-o"),
+            enc2.as_os_str(),
+            input.as_os_str(),
+        ],
+    ] {
+        fs::remove_file(&dec).ok();
+        let mut pty = Pty::new();
+        let mut child = pty
+            .command(&bin, &args)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        pty.expect("Enter passphrase:", 1);
+        assert!(!pty.echo_on(), "echo is off while the prompt waits");
+        pty.type_raw(b"\x03");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                child.kill().ok();
+                panic!("Ctrl-C did not end the prompt: {:?}", pty.screen());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert_eq!(status.code(), Some(130), "{}", pty.screen());
+        pty.expect("interrupted at the passphrase prompt; nothing was done", 1);
+        assert!(pty.echo_on(), "echo is back on after Ctrl-C");
+        assert!(!dec.exists() && !enc2.exists());
+    }
 }
 
 #[test]

@@ -5,6 +5,8 @@
 use std::fs;
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use anyhow::Context;
 use rustix::termios;
@@ -52,6 +54,10 @@ fn prompt(message: &str) -> anyhow::Result<SecretString> {
     termios::tcsetattr(&tty, termios::OptionalActions::Now, &quiet)
         .map_err(|e| no_terminal(e.into()))?;
     let _restore = RestoreTerminal { tty: &tty, saved };
+    // Ctrl-C (or SIGTERM, SIGHUP) at the prompt cancels it at once, with the terminal put
+    // back; the commands' own handlers would otherwise wait for the work that has not begun.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let _handlers = InterruptHandlers::register(&interrupted);
 
     (&tty).write_all(message.as_bytes())?;
     (&tty).flush()?;
@@ -60,6 +66,7 @@ fn prompt(message: &str) -> anyhow::Result<SecretString> {
     let mut line = Zeroizing::new(Vec::with_capacity(128));
     let mut chunk = Zeroizing::new([0u8; 256]);
     loop {
+        wait_for_line(&tty, &interrupted)?;
         let n = std::io::Read::read(&mut &tty, &mut chunk[..])?;
         if n == 0 {
             anyhow::bail!("no passphrase was entered (end of input); nothing was done");
@@ -76,6 +83,57 @@ fn prompt(message: &str) -> anyhow::Result<SecretString> {
         anyhow::anyhow!("the passphrase typed is not valid UTF-8; nothing was done")
     })?;
     Ok(SecretString::from(text))
+}
+
+/// Waits until a line can be read from `tty`, or fails once `interrupted` is set.
+fn wait_for_line(tty: &fs::File, interrupted: &AtomicBool) -> anyhow::Result<()> {
+    let tick = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 200_000_000,
+    };
+    loop {
+        if interrupted.load(Ordering::SeqCst) {
+            let _ = writeln!(&mut &*tty);
+            return Err(Interrupted.into());
+        }
+        let mut fds = [rustix::event::PollFd::new(
+            tty,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, Some(&tick)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => continue,
+            Ok(_) => return Ok(()),
+            Err(e) => return Err(std::io::Error::from(e).into()),
+        }
+    }
+}
+
+/// The prompt was cancelled with Ctrl-C; `main` exits with 130 like a shell does.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted at the passphrase prompt; nothing was done")]
+pub struct Interrupted;
+
+/// Signal handlers that set a flag while a prompt waits, removed when dropped.
+struct InterruptHandlers(Vec<signal_hook::SigId>);
+
+impl InterruptHandlers {
+    fn register(flag: &Arc<AtomicBool>) -> Self {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        Self(
+            [SIGINT, SIGTERM, SIGHUP]
+                .into_iter()
+                .filter_map(|s| signal_hook::flag::register(s, Arc::clone(flag)).ok())
+                .collect(),
+        )
+    }
+}
+
+impl Drop for InterruptHandlers {
+    fn drop(&mut self) {
+        for id in self.0.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
 }
 
 /// Puts the terminal back as it was when dropped.

@@ -43,6 +43,10 @@ fn main() -> ExitCode {
                 // `safehand decrypt f.age | head` is not a failure.
                 return ExitCode::SUCCESS;
             }
+            if err.downcast_ref::<keys::Interrupted>().is_some() {
+                eprintln!("safehand: {err}");
+                return ExitCode::from(130);
+            }
             if let Some(usage) = err.downcast_ref::<usage::UsageError>() {
                 eprintln!("safehand: error: {usage}\n(see `safehand help`)");
                 return ExitCode::from(2);
