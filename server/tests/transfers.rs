@@ -1745,10 +1745,23 @@ async fn undo_window_holds_the_link_mail_back(backend: Backend) {
     page.assert_contains("Sending in 60 seconds");
     page.assert_contains(&format!("action=\"/transfers/{id}/undo\""));
     assert!(!page.body.contains("Link emailed"), "nothing has left yet");
-    // The dashboard and the transfer page count down (computed on the server, no script).
+    // The dashboard and the transfer page count down (computed on the server; a script
+    // ticks it on in the browser) with an Undo button on each.
     w.app.clock.advance(15);
     let page = w.staff.get(&w.app, "/transfers").await;
     page.assert_contains("(in 45 s); you can still undo");
+    page.assert_contains(&format!(
+        "<form id=\"undo-{id}\" class=\"inline\" method=\"post\" action=\"/transfers/{id}/undo\">"
+    ));
+    page.assert_contains("data-seconds-left=\"45\"");
+    page.assert_contains("<script src=\"/static/countdown.js\"></script>");
+    let home = w.staff.get(&w.app, "/").await;
+    home.assert_contains("Being sent now: you can still take these back");
+    home.assert_contains("To Jo.Bloggs@northshire.gov.uk: the link will be emailed at");
+    home.assert_contains(&format!("action=\"/transfers/{id}/undo\""));
+    let script = w.staff.get(&w.app, "/static/countdown.js").await;
+    assert_eq!(script.status, StatusCode::OK);
+    script.assert_contains("data-seconds-left");
     let page = w.staff.get(&w.app, &format!("/transfers/{id}")).await;
     page.assert_contains("Sending in 45 seconds");
     page.assert_contains("(in 45 s)");
@@ -1787,6 +1800,11 @@ async fn undo_window_holds_the_link_mail_back(backend: Backend) {
     page.assert_contains("Too late to undo");
     page.assert_contains("Recall this transfer");
     page.assert_contains("Link emailed");
+    // After the window neither the home page nor the dashboard offers undo.
+    let home = w.staff.get(&w.app, "/").await;
+    assert!(!home.body.contains("Being sent now"), "{}", home.body);
+    let list = w.staff.get(&w.app, "/transfers").await;
+    assert!(!list.body.contains("/undo\""), "{}", list.body);
     assert_eq!(
         transfers::get(w.app.db(), id).await.unwrap().unwrap().state,
         transfers::State::Released

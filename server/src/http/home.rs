@@ -2,7 +2,7 @@
 
 use super::extract::Authenticated;
 use super::form::CsrfToken;
-use super::templates::{render, HomePage, Layout};
+use super::templates::{render, HomePage, Layout, SendingRow};
 use crate::accounts::{self, Role};
 use crate::{AppState, Result};
 use axum::extract::State;
@@ -35,5 +35,30 @@ async fn home_get(
         },
         recovery_left,
         notice: None,
+        sending: if auth.has(Role::Staff) {
+            sending(&state, auth.user.id).await?
+        } else {
+            Vec::new()
+        },
     }))
+}
+
+/// The user's transfers in their undo window, for the home page.
+async fn sending(state: &AppState, user_id: i64) -> Result<Vec<SendingRow>> {
+    let now = state.clock.now();
+    Ok(
+        crate::transfers::sending_for_sender(&state.db, user_id, now)
+            .await?
+            .into_iter()
+            .filter_map(|t| {
+                let left = t.undo_left(now)?;
+                Some(SendingRow {
+                    id: t.id,
+                    to: t.recipient_email,
+                    at: crate::transfers::format_clock(now + left),
+                    left,
+                })
+            })
+            .collect(),
+    )
 }

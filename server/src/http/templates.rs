@@ -166,6 +166,16 @@ pub(super) struct HomePage {
     pub waiting: i64,
     pub recovery_left: i64,
     pub notice: Option<String>,
+    /// The user's transfers in their undo window.
+    pub sending: Vec<SendingRow>,
+}
+
+/// A transfer whose link mail waits out the undo window, on the home page.
+pub(super) struct SendingRow {
+    pub id: i64,
+    pub to: String,
+    pub at: String,
+    pub left: i64,
 }
 
 /// A session row on the account page.

@@ -33,6 +33,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/transfers/{id}/recall", post(recall_post))
         .route("/transfers/{id}/undo", post(undo_post))
         .route("/static/send.js", get(send_js))
+        .route("/static/countdown.js", get(countdown_js))
         .route("/api/openapi.json", get(openapi_get))
 }
 
@@ -57,6 +58,17 @@ async fn send_js() -> Response {
             (header::CACHE_CONTROL, "no-cache"),
         ],
         include_str!("../../static/send.js"),
+    )
+        .into_response()
+}
+
+async fn countdown_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        include_str!("../../static/countdown.js"),
     )
         .into_response()
 }
@@ -333,6 +345,8 @@ struct TransferRow {
     to: String,
     files: i64,
     state: String,
+    /// Seconds left to undo, while the link mail waits.
+    undo_left: Option<i64>,
 }
 
 #[derive(Template)]
@@ -358,6 +372,7 @@ async fn transfers_get(
             to: t.recipient_email.clone(),
             files: t.file_count,
             state: transfers::receipt(&t, now),
+            undo_left: t.undo_left(now),
         })
         .collect();
     Ok(render(&TransfersPage {

@@ -293,6 +293,20 @@ pub async fn list_for_sender(db: &Db, user_id: i64, limit: i64) -> Result<Vec<Tr
     rows.iter().map(row_to_transfer).collect()
 }
 
+/// The sender's transfers whose link mail is waiting out the undo window at `now`, soonest
+/// first.
+pub async fn sending_for_sender(db: &Db, user_id: i64, now: UnixTime) -> Result<Vec<Transfer>> {
+    let rows = sqlx::query(&format!(
+        "select {COLUMNS} from transfers where sender_id = $1 and state = 'released' \
+         and undo_until > $2 order by undo_until, transfer_id"
+    ))
+    .bind(user_id)
+    .bind(now)
+    .fetch_all(db.pool())
+    .await?;
+    rows.iter().map(row_to_transfer).collect()
+}
+
 /// The age header, unless shredded.
 pub async fn header(db: &Db, id: i64) -> Result<Option<Vec<u8>>> {
     let row = sqlx::query("select age_header from transfers where transfer_id = $1")
