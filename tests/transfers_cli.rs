@@ -508,6 +508,51 @@ fn send_list_recall(postgres: bool) {
         "{}",
         stderr(&out)
     );
+    // `release` sends it again: only once the sender types yes, and never twice.
+    let release = |answer: &str| sender(&["release", &undone.to_string()], answer);
+    let out = release("no\n");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("Type yes once you are ready to phone")
+            && stderr(&out).contains(&format!(
+                "not confirmed: nothing was sent. Transfer {undone} is still sealed"
+            )),
+        "{}",
+        stderr(&out)
+    );
+    let state_of = |id: i64| {
+        call(
+            "GET",
+            &format!("{base}/api/v1/transfers/{id}"),
+            &token,
+            None,
+        )
+        .1["state"]
+            .clone()
+    };
+    assert_eq!(state_of(undone), "sealed");
+    let out = release("yes\n");
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("Released: {eli} is emailed the link in "))
+            && stdout(&out).contains(&format!("`safehand undo {undone}` takes it back")),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(state_of(undone), "released");
+    let out = release("yes\n");
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "transfer {undone} to {eli} cannot be sent again: it is released"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    // Taken back again inside the new window: the transfer is sealed and no link goes.
+    let out = undo();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(state_of(undone), "sealed");
     // Without a window (the second transfer was sent with none) it is too late at once.
     let out = sender(&["undo", &second.to_string()], "");
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));

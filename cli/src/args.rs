@@ -112,6 +112,13 @@ the server, or end it with `safehand recall ID`. Once the window has closed the 
 emailed: undo is refused and `safehand recall ID` is what stops the link working.\n\
 Exit codes: 0 taken back; 1 not taken back (the message says why); 2 bad usage.")]
     Undo(TransferIdArgs),
+    /// Send again a transfer taken back with `undo` (or never released): you confirm you will
+    /// phone the passphrase you were given when it was sent, and the link is emailed.
+    #[command(after_help = "Example:\n  safehand release 42\n\n\
+The passphrase is not shown again (Safehand never kept it): phone the one `safehand send`\n\
+printed. The school's undo window and approval rules apply as they did for `send`.\n\
+Exit codes: 0 released (or held for an approver); 1 not released (the message says why); 2 bad usage.")]
+    Release(ReleaseArgs),
     /// Collect files sent to you: asks for the emailed code, downloads the encrypted payload
     /// and opens it here with the passphrase the sender phoned you (it never leaves this computer).
     #[command(
@@ -205,6 +212,19 @@ pub struct TransferIdArgs {
     /// The transfer's number (see `safehand transfers`).
     #[arg(value_name = "ID")]
     pub id: i64,
+    #[command(flatten)]
+    pub server: ServerArgs,
+}
+
+/// `safehand release ID`.
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The transfer's number (see `safehand transfers`).
+    #[arg(value_name = "ID")]
+    pub id: i64,
+    /// Email the link without asking (for scripts): you confirm you will phone the passphrase.
+    #[arg(long)]
+    pub yes: bool,
     #[command(flatten)]
     pub server: ServerArgs,
 }

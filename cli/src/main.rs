@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         Command::Transfers(a) => cmd::transfers::run(a),
         Command::Recall(a) => cmd::transfers::recall(a),
         Command::Undo(a) => cmd::transfers::undo(a),
+        Command::Release(a) => cmd::transfers::release(a),
         Command::Fetch(a) => cmd::fetch::run(a),
     };
     match result {

@@ -117,11 +117,12 @@ fn purpose(args: &SendArgs) -> anyhow::Result<String> {
     Ok(line.trim().to_string())
 }
 
-/// Asks whether the sender will phone the passphrase; only `yes` (any case) counts.
-fn confirmed(name: &str) -> anyhow::Result<bool> {
+/// Asks whether the sender will phone the passphrase; only `yes` (any case) counts;
+/// `otherwise` says what any other answer does.
+pub fn confirmed(name: &str, otherwise: &str) -> anyhow::Result<bool> {
     eprint!(
         "Type yes once you are ready to phone {name} with the passphrase; the link is emailed \
-         to them then (anything else recalls the transfer and nothing is sent): "
+         to them then ({otherwise}): "
     );
     std::io::stderr().flush()?;
     let mut line = String::new();
@@ -312,7 +313,11 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     out.flush()?;
     drop(out);
 
-    let release = args.yes || confirmed(&name)?;
+    let release = args.yes
+        || confirmed(
+            &name,
+            "anything else recalls the transfer and nothing is sent",
+        )?;
     if !release {
         let recalled = server
             .post_json(&format!("/api/v1/transfers/{id}/recall"), b"{}")
@@ -327,15 +332,19 @@ pub fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
             ))),
         };
     }
+    release_and_report(&server, id, &name)
+}
+
+/// Releases transfer `id` (the sender has confirmed the phone call) and says what follows:
+/// held for an approver, or the link emailed after the undo window or now.
+pub fn release_and_report(server: &Destination, id: i64, name: &str) -> anyhow::Result<ExitCode> {
     let released = server
         .post_json(
             &format!("/api/v1/transfers/{id}/release"),
             br#"{"will_phone": true}"#,
         )?
         .ok("release the transfer")
-        .with_context(|| {
-            format!("transfer {id} was uploaded but not released: no link was emailed")
-        })?;
+        .with_context(|| format!("transfer {id} was not released: no link was emailed"))?;
     if text(&released, "state") == "held" {
         println!(
             "Waiting for approval: school policy asks an approver to check this transfer first \

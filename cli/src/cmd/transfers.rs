@@ -1,5 +1,6 @@
-//! `safehand transfers` (the sender's transfers and their receipts), `safehand recall ID` and
-//! `safehand undo ID` (a release taken back inside the school's undo window).
+//! `safehand transfers` (the sender's transfers and their receipts), `safehand recall ID`,
+//! `safehand undo ID` (a release taken back inside the school's undo window) and `safehand
+//! release ID` (sent again after an undo).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 use serde_json::Value;
 
-use crate::args::{TransferIdArgs, TransfersArgs};
+use crate::args::{ReleaseArgs, TransferIdArgs, TransfersArgs};
 
 fn text(v: &Value, key: &str) -> String {
     match v.get(key) {
@@ -109,11 +110,37 @@ pub fn undo(args: TransferIdArgs) -> anyhow::Result<ExitCode> {
     };
     println!(
         "Taken back: the link was not emailed to {}. Transfer {id} is {} again on the server (no \
-         link exists); send it again from its page, {}/transfers/{id}, or recall it with \
-         `safehand recall {id}`.",
+         link exists); send it again with `safehand release {id}` or from its page, \
+         {}/transfers/{id}, or recall it with `safehand recall {id}`.",
         text(&t, "recipient_email"),
         text(&t, "state"),
         server.server(),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+pub fn release(args: ReleaseArgs) -> anyhow::Result<ExitCode> {
+    let server = crate::report::connect(&args.server)?;
+    let id = args.id;
+    let t = server
+        .get(&format!("/api/v1/transfers/{id}"))?
+        .ok(&format!("find transfer {id}"))?;
+    let to = text(&t, "recipient_email");
+    if text(&t, "state") != "sealed" {
+        bail!(
+            "transfer {id} to {to} cannot be sent again: it is {} ({}). Nothing was changed; \
+             `safehand transfers` lists your transfers",
+            text(&t, "state"),
+            text(&t, "receipt"),
+        );
+    }
+    if !(args.yes
+        || super::send::confirmed(&to, "anything else leaves it sealed and sends nothing")?)
+    {
+        bail!(
+            "not confirmed: nothing was sent. Transfer {id} is still sealed: `safehand release \
+             {id}` when you are ready to phone the passphrase, or `safehand recall {id}`"
+        );
+    }
+    super::send::release_and_report(&server, id, &to)
 }
