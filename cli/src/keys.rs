@@ -47,6 +47,11 @@ fn prompt(message: &str) -> anyhow::Result<SecretString> {
         .write(true)
         .open("/dev/tty")
         .map_err(no_terminal)?;
+    // Ctrl-C (or SIGTERM, SIGHUP) at the prompt cancels it at once, with the terminal put
+    // back; the commands' own handlers would otherwise wait for the work that has not begun.
+    // Caught before echo goes off, so no signal can end the program with it off.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let _handlers = InterruptHandlers::register(&interrupted);
     let saved = termios::tcgetattr(&tty).map_err(|e| no_terminal(e.into()))?;
     let mut quiet = saved.clone();
     quiet.local_modes.remove(termios::LocalModes::ECHO);
@@ -54,10 +59,6 @@ fn prompt(message: &str) -> anyhow::Result<SecretString> {
     termios::tcsetattr(&tty, termios::OptionalActions::Now, &quiet)
         .map_err(|e| no_terminal(e.into()))?;
     let _restore = RestoreTerminal { tty: &tty, saved };
-    // Ctrl-C (or SIGTERM, SIGHUP) at the prompt cancels it at once, with the terminal put
-    // back; the commands' own handlers would otherwise wait for the work that has not begun.
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let _handlers = InterruptHandlers::register(&interrupted);
 
     (&tty).write_all(message.as_bytes())?;
     (&tty).flush()?;

@@ -12,7 +12,9 @@
   function setSeconds(el, left) {
     var walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
     for (var node = walker.nextNode(); node; node = walker.nextNode()) {
-      node.nodeValue = node.nodeValue.replace(/\b\d+( s\b| seconds\b)/g, left + '$1');
+      node.nodeValue = node.nodeValue.replace(/\b\d+( s\b| seconds?\b)/g, function (_, unit) {
+        return left + (unit === ' s' ? unit : left === 1 ? ' second' : ' seconds');
+      });
     }
   }
   function tick() {
