@@ -22,7 +22,8 @@ const BASE = process.env.BASE_URL;
 const STATE_FILE = process.env.STATE_FILE;
 const phase = process.argv[2] ?? 'main';
 
-// The context bypasses CSP only so the test can inject axe-core; the pages themselves have no script.
+// The context bypasses CSP only so the test can inject axe-core; the pages' own scripts
+// (send.js, countdown.js) are files served by Safehand, as its CSP (script-src 'self') requires.
 const contextOptions = { bypassCSP: true, viewport: { width: 390, height: 844 } };
 
 async function signIn(page, who, label) {
