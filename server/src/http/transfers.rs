@@ -51,26 +51,25 @@ pub(super) fn api_router() -> Router<AppState> {
         .route("/transfers/{id}/undo", post(api_undo_post))
 }
 
-async fn send_js() -> Response {
+/// A script of the pages (the CSP allows only scripts served from here).
+fn script(body: &'static str) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        include_str!("../../static/send.js"),
+        body,
     )
         .into_response()
 }
 
+async fn send_js() -> Response {
+    script(include_str!("../../static/send.js"))
+}
+
+/// The undo window's countdown, on the home page, the transfers list and the transfer page.
 async fn countdown_js() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        include_str!("../../static/countdown.js"),
-    )
-        .into_response()
+    script(include_str!("../../static/countdown.js"))
 }
 
 async fn openapi_get() -> Response {
