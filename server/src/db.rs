@@ -44,8 +44,13 @@ impl Db {
         if dialect == Dialect::Sqlite {
             // WAL lets readers continue while one writer commits; the busy timeout makes
             // concurrent writers wait for each other instead of failing at once.
+            // secure_delete zeroes deleted rows and freed pages, so a shredded header leaves
+            // no bytes in the file (the WAL is truncated after a shred: `checkpoint_wal`).
             options = options.max_connections(8).after_connect(|conn, _meta| {
                 Box::pin(async move {
+                    sqlx::query("pragma secure_delete = on")
+                        .execute(&mut *conn)
+                        .await?;
                     sqlx::query("pragma journal_mode = wal")
                         .execute(&mut *conn)
                         .await?;
@@ -99,6 +104,87 @@ impl Db {
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> bool {
         sqlx::query("select 1").fetch_one(&self.pool).await.is_ok()
+    }
+
+    /// After a shred (or an erased mail body) has committed, on SQLite: copies the WAL into
+    /// the database file (where secure_delete has zeroed the freed bytes) and truncates it, so
+    /// old page versions holding the header are gone. Best effort: when readers or writers keep
+    /// it busy it is logged and the sweeper's next pass ([`Db::erase_freed_space`]) catches up.
+    /// Returns whether the WAL is now empty (always true on PostgreSQL, where nothing is done
+    /// here). Never fails.
+    pub async fn checkpoint_wal(&self) -> bool {
+        if self.dialect != Dialect::Sqlite {
+            return true;
+        }
+        match sqlx::query("pragma wal_checkpoint(truncate)")
+            .fetch_one(&self.pool)
+            .await
+            .and_then(|row| row.try_get::<i64, _>(0))
+        {
+            Ok(0) => true,
+            Ok(_) => {
+                tracing::warn!("the database was busy: the WAL could not be truncated after a shred; the sweeper will retry");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not truncate the WAL after a shred; the sweeper will retry");
+                false
+            }
+        }
+    }
+
+    /// Records, in the caller's transaction, that freed space now holds shredded key material
+    /// and must be rewritten ([`Db::erase_freed_space`]).
+    pub(crate) async fn erasure_due_in(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "insert into erasure_due (what, generation) values ('shred', 1) \
+             on conflict (what) do update set generation = erasure_due.generation + 1",
+        )
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// The sweeper's part of crypto-shredding, each pass. SQLite: [`Db::checkpoint_wal`].
+    /// PostgreSQL: when a shred happened since the last rewrite, `vacuum full` of the tables
+    /// that held key material or recipient links and codes (`transfer_keys`,
+    /// `recipient_sessions`, `recipient_codes`, `mail_outbox`): each is copied into a new file
+    /// without the dead row versions and the old file is unlinked (plain VACUUM only marks the
+    /// space free; the bytes would stay). It waits at most 5 s for its lock, so a busy moment
+    /// is retried next pass. Returns whether nothing is left to rewrite.
+    pub async fn erase_freed_space(&self) -> Result<bool, sqlx::Error> {
+        if self.dialect == Dialect::Sqlite {
+            return Ok(self.checkpoint_wal().await);
+        }
+        let Some(row) = sqlx::query("select generation from erasure_due where what = 'shred'")
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(true);
+        };
+        let generation: i64 = row.try_get("generation")?;
+        // One connection for the session setting; vacuum cannot run inside a transaction.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("set lock_timeout = '5s'")
+            .execute(&mut *conn)
+            .await?;
+        let vacuumed = sqlx::query(
+            "vacuum (full) transfer_keys, recipient_sessions, recipient_codes, mail_outbox",
+        )
+        .execute(&mut *conn)
+        .await;
+        sqlx::query("reset lock_timeout").execute(&mut *conn).await?;
+        drop(conn);
+        if let Err(e) = vacuumed {
+            tracing::warn!(error = %e, "could not rewrite the tables that held shredded keys; the sweeper will retry");
+            return Ok(false);
+        }
+        // A shred that committed meanwhile raised the generation: it stays due.
+        sqlx::query("delete from erasure_due where what = 'shred' and generation = $1")
+            .bind(generation)
+            .execute(&self.pool)
+            .await?;
+        Ok(true)
     }
 
     /// Closes every connection.

@@ -1000,6 +1000,10 @@ async fn user_label(db: &Db, id: Option<i64>) -> Result<String> {
     })
 }
 
+/// How long the school keeps database and blob-storage backups, in days: what the incident
+/// record states backups still hold after a shred (server/README.md, "Crypto-shredding").
+pub const BACKUP_RETENTION_DAYS: i64 = 30;
+
 /// Reads the whole record of an incident.
 pub async fn record(db: &Db, keys: &ServerKeys, i: Incident) -> Result<Record> {
     let transfer = transfers::get(db, i.transfer_id)
@@ -1036,6 +1040,26 @@ impl Record {
         }
     }
 
+    /// What copies outside the live database may still hold: the file key is destroyed there,
+    /// but a database backup taken before the shred, with a copy of the blob (a blob backup or a
+    /// versioned bucket), can still open the files until both have aged out.
+    pub fn backups(&self) -> String {
+        let days = BACKUP_RETENTION_DAYS;
+        match self.transfer.shredded_at {
+            Some(at) => format!(
+                "The file key was destroyed in the live database on {}. Database and blob-storage \
+                 backups taken before then still hold what opens the files, until they age out \
+                 under the school's backup retention of {days} days: until {}.",
+                format_time(at),
+                format_time(at + days * 86_400)
+            ),
+            None => format!(
+                "The files have not been destroyed. Database and blob-storage backups hold what \
+                 opens them for {days} days (the school's backup retention) after they are."
+            ),
+        }
+    }
+
     /// The record as JSON (the API answer and the export).
     pub fn to_json(&self, now: UnixTime) -> serde_json::Value {
         let i = &self.incident;
@@ -1062,6 +1086,7 @@ impl Record {
             "seconds_left": if i.closed { None } else { Some(i.deadline() - now) },
             "recalled": i.recalled,
             "recall": self.recall_outcome(),
+            "backups": self.backups(),
             "transfer": {
                 "id": t.id,
                 "state": t.state,
@@ -1125,6 +1150,7 @@ impl Record {
         doc.field("ICO clock", &i.clock(now));
         doc.field("Description", &self.description);
         doc.field("The transfer", &self.recall_outcome());
+        doc.field("Backups", &self.backups());
         doc.gap();
         doc.heading(&format!("Transfer {}", t.id));
         doc.field("To", &t.recipient_email);

@@ -531,6 +531,10 @@ impl Worker {
             .fetch_all(self.db.pool())
             .await?;
             if due.is_empty() {
+                if pass.sent > 0 {
+                    // Delivered bodies (links, codes) were erased: truncate the WAL too.
+                    self.db.checkpoint_wal().await;
+                }
                 return Ok(pass);
             }
             let mut claimed_any = false;
@@ -547,6 +551,9 @@ impl Worker {
                 }
             }
             if !claimed_any {
+                if pass.sent > 0 {
+                    self.db.checkpoint_wal().await;
+                }
                 return Ok(pass);
             }
         }

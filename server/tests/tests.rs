@@ -17,5 +17,6 @@ mod key_rotation;
 mod mail;
 mod register;
 mod router;
+mod shredding;
 mod tls;
 mod transfers;

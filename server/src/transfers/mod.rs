@@ -309,12 +309,12 @@ pub async fn sending_for_sender(db: &Db, user_id: i64, now: UnixTime) -> Result<
 
 /// The age header, unless shredded.
 pub async fn header(db: &Db, id: i64) -> Result<Option<Vec<u8>>> {
-    let row = sqlx::query("select age_header from transfers where transfer_id = $1")
+    let row = sqlx::query("select age_header from transfer_keys where transfer_id = $1")
         .bind(id)
         .fetch_optional(db.pool())
         .await?;
     match row {
-        Some(r) => Ok(r.try_get::<Option<Vec<u8>>, _>("age_header")?),
+        Some(r) => Ok(Some(r.try_get::<Vec<u8>, _>("age_header")?)),
         None => Ok(None),
     }
 }
@@ -601,9 +601,9 @@ pub async fn create(
     let mut tx = db.begin().await?;
     let row = sqlx::query(
         "insert into transfers (sender_id, contact_id, recipient_email, details_sealed, classification, \
-         state, unverified_attested, created_at, expires_at, download_limit, age_header, blob_key, \
+         state, unverified_attested, created_at, expires_at, download_limit, blob_key, \
          body_size, plaintext_size, file_count, sealed_on_server) \
-         values ($1, $2, $3, $4, $5, 'sealed', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         values ($1, $2, $3, $4, $5, 'sealed', $6, $7, $8, $9, $10, $11, $12, $13, $14) \
          returning transfer_id",
     )
     .bind(sender_id)
@@ -615,7 +615,6 @@ pub async fn create(
     .bind(now)
     .bind(plan.expires_at)
     .bind(plan.download_limit)
-    .bind(sealed.header.clone())
     .bind(&sealed.blob_key)
     .bind(sealed.body_size as i64)
     .bind(sealed.plaintext_size as i64)
@@ -624,6 +623,11 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     let id: i64 = row.try_get("transfer_id")?;
+    sqlx::query("insert into transfer_keys (transfer_id, age_header) values ($1, $2)")
+        .bind(id)
+        .bind(sealed.header.clone())
+        .execute(&mut *tx)
+        .await?;
     for (position, (name, size, offset)) in sealed.files.iter().enumerate() {
         let position = position as i64;
         sqlx::query(
@@ -829,7 +833,9 @@ pub async fn undo_release(db: &Db, now: UnixTime, actor: &Actor, t: &Transfer) -
 }
 
 /// Sets a transfer's end state and destroys its header, in the caller's transaction. Also ends
-/// recipient sessions (they hold the file key). The blob goes later (sweeper).
+/// recipient sessions (they hold the file key) and deletes the recipient's codes, and marks the
+/// freed space for rewriting ([`Db::erase_freed_space`]). After the commit the caller runs
+/// [`Db::checkpoint_wal`] (done by [`sweeper::delete_blob`]); the blob goes then or later.
 pub(crate) async fn end_in(
     conn: &mut sqlx::AnyConnection,
     now: UnixTime,
@@ -839,7 +845,7 @@ pub(crate) async fn end_in(
 ) -> Result<bool> {
     let from: Vec<String> = from.iter().map(|s| format!("'{}'", s.as_str())).collect();
     let done = sqlx::query(&format!(
-        "update transfers set state = $1, ended_at = $2, age_header = null, shredded_at = $2 \
+        "update transfers set state = $1, ended_at = $2, shredded_at = $2 \
          where transfer_id = $3 and state in ({})",
         from.join(", ")
     ))
@@ -851,10 +857,13 @@ pub(crate) async fn end_in(
     if done.rows_affected() == 0 {
         return Ok(false);
     }
-    sqlx::query("delete from recipient_sessions where transfer_id = $1")
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
+    for table in ["transfer_keys", "recipient_sessions", "recipient_codes"] {
+        sqlx::query(&format!("delete from {table} where transfer_id = $1"))
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Db::erasure_due_in(&mut *conn).await?;
     Ok(true)
 }
 

@@ -456,6 +456,9 @@ pub async fn unlock(
             )
             .await?;
             tx.commit().await?;
+            // The header is gone: truncate the WAL that still holds it (the sweeper deletes
+            // the blob).
+            db.checkpoint_wal().await;
             Ok(Unlock::Locked)
         }
         Err(e) => Err(Error::Internal(format!("passphrase check: {e}"))),

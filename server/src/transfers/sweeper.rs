@@ -1,7 +1,8 @@
 //! The sweeper: ends transfers past their expiry (and unconfirmed ones after a day), destroying
 //! the header first, then deletes blobs whose header is gone. Safe for several instances at
 //! once: ending is a conditional update on the state (one instance wins), and blob deletion
-//! takes a short lease on the transfer's row (`sweep_lease_until`).
+//! takes a short lease on the transfer's row (`sweep_lease_until`). Each pass ends by
+//! rewriting the space shreds freed ([`Db::erase_freed_space`]).
 
 use super::{end_in, recipient::mail_time, State, UNCONFIRMED_LIFETIME};
 use crate::audit::{self, Actor};
@@ -33,8 +34,11 @@ pub struct Swept {
     pub blobs_deleted: u64,
 }
 
-/// Deletes a shredded transfer's blob and records it; failures are left for the next pass.
+/// Called after a shred committed: truncates SQLite's WAL (the old page versions with the
+/// header), then deletes the transfer's blob and records it; failures are left for the next
+/// pass.
 pub async fn delete_blob(db: &Db, blobs: &Blobs, now: UnixTime, id: i64, key: &str) {
+    db.checkpoint_wal().await;
     let result = async {
         blobs.delete(key).await?;
         sqlx::query(
@@ -163,5 +167,10 @@ pub async fn sweep(db: &Db, blobs: &Blobs, now: UnixTime) -> Result<Swept> {
         .bind(now)
         .execute(db.pool())
         .await?;
+    // Rewrites what the shreds above (and any since the last pass) freed: the WAL on SQLite,
+    // the key tables on PostgreSQL. A busy moment is logged and caught up next pass.
+    if let Err(e) = db.erase_freed_space().await {
+        tracing::warn!(error = %e, "could not rewrite freed space after shreds; will retry");
+    }
     Ok(swept)
 }
