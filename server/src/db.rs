@@ -173,7 +173,9 @@ impl Db {
         )
         .execute(&mut *conn)
         .await;
-        sqlx::query("reset lock_timeout").execute(&mut *conn).await?;
+        sqlx::query("reset lock_timeout")
+            .execute(&mut *conn)
+            .await?;
         drop(conn);
         if let Err(e) = vacuumed {
             tracing::warn!(error = %e, "could not rewrite the tables that held shredded keys; the sweeper will retry");

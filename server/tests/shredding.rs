@@ -25,6 +25,7 @@ crate::both_databases!(
     recall_leaves_nothing_that_opens_the_files,
     expiry_leaves_nothing_that_opens_the_files,
     lock_leaves_nothing_that_opens_the_files,
+    incident_recall_shreds_and_the_record_says_what_backups_hold,
 );
 
 /// What an attacker could have kept from before the shred, and what must not survive it.
@@ -68,13 +69,17 @@ async fn sent_and_opened(w: &mut World, unlocked: bool) -> (Before, Browser) {
     let mut session_key = None;
     if unlocked {
         unlock(&w.app, &mut r, &link, &passphrase).await;
-        let row = sqlx::query("select file_key_sealed from recipient_sessions where transfer_id = $1")
-            .bind(id)
-            .fetch_one(w.app.db().pool())
-            .await
-            .unwrap();
+        let row =
+            sqlx::query("select file_key_sealed from recipient_sessions where transfer_id = $1")
+                .bind(id)
+                .fetch_one(w.app.db().pool())
+                .await
+                .unwrap();
         session_key = row.get::<Option<Vec<u8>>, _>("file_key_sealed");
-        assert!(session_key.is_some(), "an unlocked session holds the file key");
+        assert!(
+            session_key.is_some(),
+            "an unlocked session holds the file key"
+        );
     }
     deliver_mail(&w.app).await;
     let before = Before {
@@ -106,7 +111,10 @@ async fn deliver_mail(app: &TestApp) {
         RetryPolicy::default(),
     )
     .unwrap();
-    assert!(worker.run_once().await.unwrap().sent >= 2, "link and code mails");
+    assert!(
+        worker.run_once().await.unwrap().sent >= 2,
+        "link and code mails"
+    );
 }
 
 /// Whether `header` followed by `body` opens with `passphrase` (the whole plaintext reads).
@@ -116,9 +124,9 @@ fn opens(header: &[u8], body: &[u8], passphrase: &str) -> bool {
     let Ok(encrypted) = EncryptedFile::new(std::io::Cursor::new(file)) else {
         return false;
     };
-    let Ok(mut plain) =
-        encrypted.decrypt(&DecryptionKey::Passphrase(SecretString::from(passphrase.to_string())))
-    else {
+    let Ok(mut plain) = encrypted.decrypt(&DecryptionKey::Passphrase(SecretString::from(
+        passphrase.to_string(),
+    ))) else {
         return false;
     };
     let mut out = Vec::new();
@@ -216,12 +224,13 @@ async fn nothing_left_opens(app: &TestApp, before: &Before) {
         }
     }
     // What the server key could unseal: no session of the transfer is left.
-    let sessions = sqlx::query("select count(*) as n from recipient_sessions where transfer_id = $1")
-        .bind(before.id)
-        .fetch_one(app.db().pool())
-        .await
-        .unwrap()
-        .get::<i64, _>("n");
+    let sessions =
+        sqlx::query("select count(*) as n from recipient_sessions where transfer_id = $1")
+            .bind(before.id)
+            .fetch_one(app.db().pool())
+            .await
+            .unwrap()
+            .get::<i64, _>("n");
     assert_eq!(sessions, 0);
     assert!(transfers::header(app.db(), before.id)
         .await
@@ -288,4 +297,48 @@ async fn lock_leaves_nothing_that_opens_the_files(backend: Backend) {
         .await
         .unwrap();
     nothing_left_opens(&w.app, &before).await;
+}
+
+async fn incident_recall_shreds_and_the_record_says_what_backups_hold(backend: Backend) {
+    let mut w = world(backend).await;
+    let (before, _r) = sent_and_opened(&mut w, true).await;
+    let page = w
+        .staff
+        .post(
+            &w.app,
+            &format!("/transfers/{}/incident", before.id),
+            &[
+                ("kind", "wrong_recipient"),
+                ("description", "Sent to the wrong social worker."),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    page.assert_contains("The transfer was recalled at once");
+    page.assert_contains("backup retention of 30 days");
+    sweeper::sweep(w.app.db(), &w.app.state.blobs, w.app.clock.now())
+        .await
+        .unwrap();
+    nothing_left_opens(&w.app, &before).await;
+    // The admin's view of the record says what backups still hold, and until when.
+    let t = transfers::get(w.app.db(), before.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let shredded = t.shredded_at.unwrap();
+    let until = safehand_server::clock::format_time(
+        shredded + safehand_server::incidents::BACKUP_RETENTION_DAYS * 86_400,
+    );
+    let page = w.app.get("/incidents/1.json").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let v: serde_json::Value = serde_json::from_str(&page.body).unwrap();
+    let backups = v["backups"].as_str().unwrap();
+    assert!(
+        backups.contains("backups taken before then still hold what opens the files")
+            && backups.contains("30 days")
+            && backups.contains(&until),
+        "{backups}"
+    );
+    let page = w.app.get("/incidents/1").await;
+    page.assert_contains("backup retention of 30 days");
 }
