@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::sync::{Arc, Mutex};
 
 use age::armor::ArmoredReader;
 use age::secrecy::{ExposeSecret, SecretString};
@@ -91,6 +92,63 @@ impl<R: Read> BufRead for Inner<R> {
     }
 }
 
+/// Largest header [`EncryptedFile::new`] accepts (room for thousands of recipients).
+const MAX_HEADER_LEN: usize = 1 << 20;
+
+/// The header bytes the `age` crate's parser took, kept until [`EncryptedFile::new`] checks
+/// them against the spec's grammar; `None` once checked, so the payload is never copied.
+type Tapped = Arc<Mutex<Option<Vec<u8>>>>;
+
+/// The ciphertext source with a copy of the header taken on the way through.
+struct HeaderTap<R> {
+    inner: R,
+    tap: Tapped,
+}
+
+impl<R> HeaderTap<R> {
+    fn record(&self, bytes: &[u8]) {
+        if let Ok(mut tap) = self.tap.lock() {
+            if let Some(seen) = tap.as_mut() {
+                // Past the limit the header is refused anyway; stop copying.
+                let room = (MAX_HEADER_LEN + 1).saturating_sub(seen.len());
+                seen.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+        }
+    }
+}
+
+impl<R: Read> Read for HeaderTap<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.record(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for HeaderTap<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        if amt > 0 {
+            // The bytes being consumed are still in the inner buffer: no I/O happens here.
+            if let Ok(buffered) = self.inner.fill_buf() {
+                let n = amt.min(buffered.len());
+                let copy = buffered[..n].to_vec();
+                self.record(&copy);
+            }
+        }
+        self.inner.consume(amt)
+    }
+}
+
+impl<R: Seek> Seek for HeaderTap<R> {
+    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
+        self.inner.seek(pos)
+    }
+}
+
 /// True for the whitespace PEM allows around an armored file.
 fn is_pem_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\r' | b'\n')
@@ -100,7 +158,7 @@ fn is_pem_space(b: u8) -> bool {
 /// knows which key to use ([`EncryptedFile::needs_passphrase`] tells whether to ask for a
 /// passphrase).
 pub struct EncryptedFile<R: Read> {
-    decryptor: age::Decryptor<Inner<R>>,
+    decryptor: age::Decryptor<HeaderTap<Inner<R>>>,
     kind: StreamKind,
 }
 
@@ -182,16 +240,30 @@ impl<R: Read> EncryptedFile<R> {
                 StreamKind::Armored,
             )
         };
-        age::Decryptor::new_buffered(reader)
-            .map(|decryptor| Self { decryptor, kind })
-            .map_err(|e| match map_decrypt_error(e) {
+        let tap: Tapped = Arc::new(Mutex::new(Some(Vec::new())));
+        let reader = HeaderTap {
+            inner: reader,
+            tap: Arc::clone(&tap),
+        };
+        let decryptor = age::Decryptor::new_buffered(reader).map_err(|e| {
+            match map_decrypt_error(e) {
                 // Something PEM-like that the armor parser did not recognise (wrong label, case,
                 // garbage in front) is an armor problem, not a binary header problem.
                 Error::BadHeader(_) if looks_like_attempted_armor(&head) => Error::Armor(
                     "it does not start with exactly `-----BEGIN AGE ENCRYPTED FILE-----`".into(),
                 ),
                 other => other,
-            })
+            }
+        })?;
+        // The age crate's parser still accepts legacy stanzas (no final short body line);
+        // the spec and the reference implementation refuse them, and so do we.
+        let header = tap
+            .lock()
+            .ok()
+            .and_then(|mut t| t.take())
+            .unwrap_or_default();
+        crate::split::check_header_grammar(&header, MAX_HEADER_LEN)?;
+        Ok(Self { decryptor, kind })
     }
 
     /// True when the file is encrypted with a passphrase (one scrypt stanza).
@@ -234,7 +306,7 @@ impl<R: Read> EncryptedFile<R> {
 /// Decrypted plaintext, chunk by authenticated chunk. Errors carry a cause that
 /// [`Error`] recognises (truncated, altered, malformed armor).
 pub struct PlaintextReader<R: Read> {
-    stream: age::stream::StreamReader<Inner<R>>,
+    stream: age::stream::StreamReader<HeaderTap<Inner<R>>>,
     kind: StreamKind,
     released: u64,
     failed: Option<(io::ErrorKind, String, Option<StreamFault>)>,

@@ -336,6 +336,22 @@ fn bad(reason: &str) -> Error {
 
 /// Parses the header at the start of `bytes`; `Ok(None)` when more bytes are needed.
 fn parse_header(bytes: &[u8]) -> Result<Option<ParsedHeader>> {
+    parse_header_within(bytes, MAX_HEADER_LEN)
+}
+
+/// Checks that `bytes` starts with a complete age v1 header written exactly as the C2SP
+/// grammar says (every stanza has body lines ending in a short, possibly empty, line of
+/// canonical base64; then the MAC line), as the reference implementation does. The `age`
+/// crate still accepts legacy stanzas without that final line; files that rely on it are
+/// refused here. `max_len` bounds the header.
+pub(crate) fn check_header_grammar(bytes: &[u8], max_len: usize) -> Result<()> {
+    match parse_header_within(bytes, max_len)? {
+        Some(_) => Ok(()),
+        None => Err(bad("its header is incomplete or malformed")),
+    }
+}
+
+fn parse_header_within(bytes: &[u8], max_len: usize) -> Result<Option<ParsedHeader>> {
     let probe = &bytes[..bytes.len().min(VERSION_LINE.len())];
     if !VERSION_LINE.starts_with(probe) {
         if bytes.starts_with(b"-----BEGIN") {
@@ -353,11 +369,11 @@ fn parse_header(bytes: &[u8]) -> Result<Option<ParsedHeader>> {
         Some(&rest[..end])
     };
     loop {
-        if pos > MAX_HEADER_LEN {
+        if pos > max_len {
             return Err(bad("its header is too long"));
         }
         let Some(line) = line_at(pos) else {
-            return if bytes.len() - pos > MAX_HEADER_LEN {
+            return if bytes.len() - pos > max_len {
                 Err(bad("its header is too long"))
             } else {
                 Ok(None)

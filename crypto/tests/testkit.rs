@@ -1,8 +1,9 @@
 //! The C2SP age testkit (CCTV `age/testdata`, copied in `shared/testdata/age-testkit/`) run
 //! through safehand-crypto's public API: every vector except the post-quantum ones (listed by
 //! name below) must give the expected result, and no failing vector may release plaintext
-//! beyond what its `payload` hash allows. Deviations of the `age` crate we build on are listed
-//! with their reason; an unlisted disagreement, or a listed one that went away, fails the test.
+//! beyond what its `payload` hash allows. There are no known deviations: the `age` crate's
+//! leniency towards legacy stanzas (`stanza_missing_body`, `stanza_missing_final_line`) is
+//! closed by the strict header check in `EncryptedFile::new`.
 
 // A malformed vector file should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -37,22 +38,6 @@ const POST_QUANTUM: &[&str] = &[
     "hybrid_short_share",
     "hybrid_uppercase",
     "hybrid_x25519_arg",
-];
-
-/// Known deviations of the `age` crate (0.12), with what we get instead and why. rage's own
-/// testkit run documents the same two (and a third, `armor_whitespace_outside`, which
-/// `EncryptedFile::new` fixes by skipping whitespace before an armor block).
-const DEVIATIONS: &[(&str, &str, &str)] = &[
-    (
-        "stanza_missing_body",
-        "success",
-        "the age crate still accepts legacy stanzas whose body has no final short line",
-    ),
-    (
-        "stanza_missing_final_line",
-        "success",
-        "the age crate still accepts legacy stanzas whose body has no final short line",
-    ),
 ];
 
 fn testkit_dir() -> PathBuf {
@@ -188,10 +173,7 @@ fn c2sp_age_testkit() {
         let expect = v.one("expect").expect("expect field");
         let (got, released) = run(&v);
         let hash = hex::encode(Sha256::digest(&released));
-        let deviation = DEVIATIONS.iter().find(|(n, _, _)| n == name);
         match v.one("payload") {
-            // A listed deviation that accepts a legacy file releases its (authenticated) plaintext.
-            _ if deviation.is_some() => {}
             Some(want) if hash != want => problems.push(format!(
                 "{name}: released plaintext hashes to {hash}, the vector allows {want} ({} bytes released)",
                 released.len()
@@ -202,21 +184,8 @@ fn c2sp_age_testkit() {
             )),
             _ => {}
         }
-        match deviation {
-            Some((_, instead, reason)) => {
-                if got == expect {
-                    problems.push(format!("{name}: listed as a deviation ({reason}) but now gives the expected {expect}: remove it from DEVIATIONS"));
-                } else if got != *instead {
-                    problems.push(format!(
-                        "{name}: expected {expect}, listed deviation {instead}, got {got}"
-                    ));
-                }
-            }
-            None => {
-                if got != expect {
-                    problems.push(format!("{name}: expected {expect}, got {got}"));
-                }
-            }
+        if got != expect {
+            problems.push(format!("{name}: expected {expect}, got {got}"));
         }
     }
     assert_eq!(skipped, 19);
