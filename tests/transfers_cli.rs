@@ -95,7 +95,7 @@ fn seed(rt: &tokio::runtime::Runtime, url: &str, dana: &str, eli: &str) -> Strin
                         phone_source: "switchboard".into(),
                         note: "Called the council switchboard and asked for Dana.".into(),
                     },
-                    365 * 86_400,
+                    &safehand_server::policy::Policy::default(),
                 )
                 .await
                 .unwrap_or_else(|e| panic!("{e:?}"));

@@ -10,6 +10,7 @@ use crate::audit::{self, Actor};
 use crate::clock::UnixTime;
 use crate::db::{opt_i64, Db};
 use crate::error::{Error, Result};
+use crate::policy::Policy;
 use serde::Serialize;
 use serde_json::json;
 use sqlx::Row;
@@ -48,6 +49,9 @@ pub struct Contact {
     pub phone: String,
     /// Removed from the directory (kept for the history of transfers).
     pub archived: bool,
+    /// The account that last set the address and phone number (who added the contact, or who
+    /// last changed either); four eyes: they may not also verify them.
+    pub identity_set_by: Option<i64>,
     /// The latest verification that has not been withdrawn, if any.
     pub verification: Option<Verification>,
 }
@@ -219,7 +223,7 @@ pub fn check_verification(v: &VerificationInput) -> Problems {
     problems
 }
 
-const COLUMNS: &str = "c.contact_id, c.email, c.name, c.organisation, c.job_title, c.phone, c.archived, \
+const COLUMNS: &str = "c.contact_id, c.email, c.name, c.organisation, c.job_title, c.phone, c.archived, c.identity_set_by, \
     v.verification_id, v.verified_by_label, v.verified_at, v.phone_called, v.phone_source, v.note, v.expires_at";
 
 /// The latest verification that is not withdrawn, joined to each contact.
@@ -247,6 +251,7 @@ fn row_to_contact(row: &sqlx::any::AnyRow) -> Result<Contact> {
         organisation: row.try_get("organisation")?,
         job_title: row.try_get("job_title")?,
         phone: row.try_get("phone")?,
+        identity_set_by: opt_i64(row, "identity_set_by")?,
         archived: row.try_get::<i64, _>("archived")? != 0,
         verification,
     })
@@ -306,8 +311,8 @@ pub async fn create(
     }
     let mut tx = db.begin().await.map_err(Error::from)?;
     let row = sqlx::query(
-        "insert into contacts (email, name, organisation, job_title, phone, created_by, created_at, updated_at) \
-         values ($1, $2, $3, $4, $5, $6, $7, $7) returning contact_id",
+        "insert into contacts (email, name, organisation, job_title, phone, created_by, identity_set_by, \
+         created_at, updated_at) values ($1, $2, $3, $4, $5, $6, $6, $7, $7) returning contact_id",
     )
     .bind(&email)
     .bind(input.name.trim())
@@ -372,7 +377,8 @@ pub async fn update(
     let mut tx = db.begin().await.map_err(Error::from)?;
     sqlx::query(
         "update contacts set email = $1, name = $2, organisation = $3, job_title = $4, phone = $5, \
-         updated_at = $6 where contact_id = $7",
+         updated_at = $6, identity_set_by = case when $8 = 1 then $9 else identity_set_by end \
+         where contact_id = $7",
     )
     .bind(&email)
     .bind(input.name.trim())
@@ -381,6 +387,8 @@ pub async fn update(
     .bind(input.phone.trim())
     .bind(now)
     .bind(id)
+    .bind(i64::from(changed_identity))
+    .bind(actor.user_id)
     .execute(&mut *tx)
     .await
     .map_err(Error::from)?;
@@ -408,20 +416,28 @@ pub async fn update(
     Ok(get(db, id).await?.ok_or(Error::NotFound)?)
 }
 
-/// Records a verification of a contact, valid for `valid_secs`.
+/// Records a verification of a contact, valid for the policy's verification period. Four eyes:
+/// the person who entered the address and phone number may not also vouch for them, unless the
+/// policy allows self-verification.
 pub async fn verify(
     db: &Db,
     now: UnixTime,
     actor: &Actor,
     id: i64,
     input: &VerificationInput,
-    valid_secs: i64,
+    policy: &Policy,
 ) -> std::result::Result<Contact, ContactError> {
+    let valid_secs = policy.verification_valid_secs();
     let contact = get(db, id).await?.ok_or(Error::NotFound)?;
     if contact.archived {
         return Err(ContactError::Other(Error::BadInput(
             "This contact has been removed from the directory. Add them again to verify them."
                 .into(),
+        )));
+    }
+    if !policy.self_verification && is_own_entry(&contact, actor) {
+        return Err(ContactError::Other(Error::BadInput(
+            SELF_VERIFICATION.into(),
         )));
     }
     let problems = check_verification(input);
@@ -479,6 +495,23 @@ pub async fn archive(db: &Db, now: UnixTime, actor: &Actor, id: i64) -> Result<(
     .await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Why someone may not verify a contact they entered.
+pub const SELF_VERIFICATION: &str = "You entered this contact's email address or phone number, so \
+    someone else must verify them (four eyes): ask a colleague to phone the contact and record \
+    the verification.";
+
+/// Whether `actor` entered the contact's current address and phone number. An entry whose
+/// author is unknown (an operator on the command line) counts as nobody's.
+pub fn is_own_entry(contact: &Contact, actor: &Actor) -> bool {
+    actor.user_id.is_some() && contact.identity_set_by == actor.user_id
+}
+
+/// The mail domain of a normalised address: the organisation's identity for the "first send
+/// to an organisation" rule, since the free-text organisation name can be typed any way.
+pub fn mail_domain(email: &str) -> &str {
+    email.rsplit_once('@').map(|(_, d)| d).unwrap_or("")
 }
 
 /// A failed add, change or verification: field problems to show next to the fields, or

@@ -83,6 +83,10 @@ pub struct Policy {
     /// approver.
     #[serde(default)]
     pub approval_new_organisation: bool,
+    /// Four eyes off: the person who entered a contact's address and phone number may also
+    /// record its verification. Off by default (someone else must verify).
+    #[serde(default)]
+    pub self_verification: bool,
 }
 
 /// The undo window when policy never set one.
@@ -112,6 +116,7 @@ impl Default for Policy {
             approval_unverified: false,
             approval_outside_domains: false,
             approval_new_organisation: false,
+            self_verification: false,
         }
     }
 }
@@ -238,6 +243,7 @@ pub async fn load(db: &Db) -> Result<Policy> {
             ("approval_unverified", _) => p.approval_unverified = value == "1",
             ("approval_outside_domains", _) => p.approval_outside_domains = value == "1",
             ("approval_new_organisation", _) => p.approval_new_organisation = value == "1",
+            ("self_verification", _) => p.self_verification = value == "1",
             _ => {}
         }
     }
@@ -287,6 +293,7 @@ pub async fn save(db: &Db, now: UnixTime, actor: &Actor, new: &Policy) -> Result
             "approval_new_organisation",
             flag(new.approval_new_organisation),
         ),
+        ("self_verification", flag(new.self_verification)),
     ];
     let mut tx = db.begin().await?;
     for (name, value) in &values {

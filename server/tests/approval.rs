@@ -304,6 +304,19 @@ async fn approval_by_each_policy_rule(backend: Backend) {
     verify_contact(&mut w.app, colleague).await;
     let (_, t) = send_and_confirm(&mut w, colleague, "OFFICIAL", None).await;
     assert_eq!(t.state, State::Released, "sent to this organisation before");
+    // The organisation is its mail domain: a contact who types a known organisation's name
+    // but has an address elsewhere is a new organisation.
+    let impostor = add_contact_at(
+        &mut w.app,
+        "northshire.health@mailbox.example",
+        "Pat Impostor",
+        "Northshire Health",
+    )
+    .await;
+    verify_contact(&mut w.app, impostor).await;
+    let (_, t) = send_and_confirm(&mut w, impostor, "OFFICIAL", None).await;
+    assert_eq!(t.state, State::Held, "a known name at a new domain waits");
+    assert_eq!(t.approval_reasons, ["new_organisation"]);
     let (_, t) = send_and_confirm(&mut w, jo, "OFFICIAL", None).await;
     assert_eq!(t.state, State::Released);
 
@@ -320,7 +333,7 @@ async fn approval_by_each_policy_rule(backend: Backend) {
         .iter()
         .filter(|a| *a == "transfer_held")
         .count();
-    assert_eq!(held, 6);
+    assert_eq!(held, 7);
 }
 
 async fn approvers_approve_and_reject_but_never_their_own(backend: Backend) {
@@ -395,9 +408,8 @@ async fn approvers_approve_and_reject_but_never_their_own(backend: Backend) {
     page.assert_contains("OFFICIAL-SENSITIVE");
     page.assert_contains("referral.txt");
     page.assert_contains("17 bytes");
-    page.assert_contains(
-        "verified: ada@school.sch.uk called 01632 960 123 (number from switchboard)",
-    );
+    page.assert_contains("verified: vera");
+    page.assert_contains("@school.sch.uk called 01632 960 123 (number from switchboard)");
     page.assert_contains("Approve and send");
     page.assert_contains(&format!("href=\"/transfers/{id}/incident\""));
     assert!(!page.body.contains("referral contents"));

@@ -760,7 +760,20 @@ async fn disposal_needs_authorisation_by_another_admin_and_evidence(backend: Bac
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);
+    // Four eyes: only Max, the person doing the disposal, completes it (his confirmation);
+    // Tess, who drafted it, and Ada, who authorised it, cannot finish it for him.
     let page = tess_b
+        .post(&app, &format!("/register/disposals/{d}/complete"), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("Only the person doing the disposal can complete the record");
+    let page = app
+        .post(&format!("/register/disposals/{d}/complete"), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("Only the person doing the disposal can complete the record");
+    let page = max
+        .browser
         .post(&app, &format!("/register/disposals/{d}/complete"), &[])
         .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
@@ -825,7 +838,7 @@ async fn disposal_needs_authorisation_by_another_admin_and_evidence(backend: Bac
     app.post(&format!("/register/disposals/{d2}/authorise"), &[])
         .await
         .assert_contains("Disposal authorised.");
-    tess_b
+    max.browser
         .post(&app, &format!("/register/disposals/{d2}/complete"), &[])
         .await
         .assert_contains("Disposal record completed.");

@@ -14,6 +14,7 @@ mod blobs;
 mod browser;
 mod incidents;
 mod key_rotation;
+mod logs;
 mod mail;
 mod register;
 mod router;

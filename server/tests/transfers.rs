@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 
 crate::both_databases!(
     contacts_are_added_verified_and_lapse,
+    contacts_are_verified_by_someone_other_than_who_entered_them,
     policy_and_allowed_domains_are_enforced,
     whole_journey_from_upload_to_download,
     link_page_changes_nothing_and_bad_links_read_the_same,
@@ -75,9 +76,16 @@ pub(crate) async fn add_contact_at(
         .unwrap()
 }
 
-pub(crate) async fn verify_contact(app: &mut TestApp, id: i64) {
-    let page = app
+/// Verifies a contact as a second admin (four eyes: the admin who added it may not); returns
+/// the verifier's email.
+pub(crate) async fn verify_contact(app: &mut TestApp, id: i64) -> String {
+    static VERIFIERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = VERIFIERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let email = format!("vera{n}@school.sch.uk");
+    let (_, mut vera) = invite(app, &email, "Vera Verifier", &["admin"]).await;
+    let page = vera
         .post(
+            app,
             &format!("/contacts/{id}/verify"),
             &[
                 ("phone_called", PHONE),
@@ -91,6 +99,7 @@ pub(crate) async fn verify_contact(app: &mut TestApp, id: i64) {
         .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     page.assert_contains("Verification recorded.");
+    email
 }
 
 pub(crate) async fn world(backend: Backend) -> World {
@@ -366,9 +375,12 @@ async fn contacts_are_added_verified_and_lapse(backend: Backend) {
     let page = app.get(&format!("/contacts/{id}")).await;
     page.assert_contains("Jo.Bloggs@northshire.gov.uk");
     page.assert_contains("not verified");
-    // A verification needs the number, where it came from and a note.
-    let page = app
+    // A verification needs the number, where it came from and a note (asked of a colleague:
+    // Ada added the contact, so she may not verify it).
+    let (_, mut val) = invite(&mut app, "val@school.sch.uk", "Val Admin", &["admin"]).await;
+    let page = val
         .post(
+            &app,
             &format!("/contacts/{id}/verify"),
             &[
                 ("phone_called", ""),
@@ -381,10 +393,10 @@ async fn contacts_are_added_verified_and_lapse(backend: Backend) {
     page.assert_contains("href=\"#phone_called\"");
     page.assert_contains("href=\"#phone_source\"");
     page.assert_contains("href=\"#note\"");
-    verify_contact(&mut app, id).await;
+    let verifier = verify_contact(&mut app, id).await;
     let page = app.get(&format!("/contacts/{id}")).await;
     page.assert_contains("verified until");
-    page.assert_contains("ada@school.sch.uk");
+    page.assert_contains(&verifier);
     page.assert_contains("main switchboard");
     let c = safehand_server::contacts::get(app.db(), id)
         .await
@@ -446,6 +458,135 @@ async fn contacts_are_added_verified_and_lapse(backend: Backend) {
     app.post(&format!("/contacts/{id}/remove"), &[]).await;
     let page = sam.get(&app, "/contacts").await;
     assert!(!page.body.contains("Jo Bloggs"));
+}
+
+/// Four eyes on the directory: whoever typed a contact's address or phone number cannot also
+/// vouch for it (page and API), until policy allows self-verification.
+async fn contacts_are_verified_by_someone_other_than_who_entered_them(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    setup_admin(&mut app).await;
+    let (_, mut val) = invite(&mut app, "val@school.sch.uk", "Val Admin", &["admin"]).await;
+    let id = add_contact(&mut app, "jo@northshire.gov.uk", "Jo Bloggs").await;
+    let verification = [
+        ("phone_called", PHONE),
+        ("phone_source", "switchboard"),
+        (
+            "note",
+            "Spoke to them via the switchboard; address read back.",
+        ),
+    ];
+    let status = |app: &TestApp| {
+        let db = app.db().clone();
+        let now = app.clock.now();
+        async move {
+            safehand_server::contacts::get(&db, id)
+                .await
+                .unwrap()
+                .unwrap()
+                .status(now)
+        }
+    };
+    use safehand_server::contacts::Status;
+    // Ada added Jo: her page has no verification form, and posting one anyway is refused.
+    let page = app.get(&format!("/contacts/{id}")).await;
+    page.assert_contains("id=\"verify-own\"");
+    assert!(!page.body.contains("action=\"/contacts/{id}/verify\""));
+    let page = app
+        .post(&format!("/contacts/{id}/verify"), &verification)
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    page.assert_contains("someone else must verify them");
+    assert_eq!(status(&app).await, Status::Unverified);
+    // ... and through the API: Val adds a contact and tries to verify it with her token.
+    let kim = {
+        let page = val
+            .post(
+                &app,
+                "/contacts",
+                &[
+                    ("name", "Kim Officer"),
+                    ("organisation", "Northshire Police"),
+                    ("job_title", "PC"),
+                    ("email", "kim@northshire.police.uk"),
+                    ("phone", PHONE),
+                ],
+            )
+            .await;
+        assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+        page.location()
+            .trim_start_matches("/contacts/")
+            .split('?')
+            .next()
+            .unwrap()
+            .parse::<i64>()
+            .unwrap()
+    };
+    let token = api_token_scoped(&app, &mut val, "admin").await;
+    let (code, body) = api_call(
+        &app,
+        &token,
+        "POST",
+        &format!("/api/v1/contacts/{kim}/verifications"),
+        Some(
+            serde_json::json!({ "phone_called": PHONE, "phone_source": "switchboard",
+                                 "note": "Spoke to them via the switchboard." }),
+        ),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body.to_string().contains("someone else must verify them"),
+        "{body}"
+    );
+    let kim_status = safehand_server::contacts::get(app.db(), kim)
+        .await
+        .unwrap()
+        .unwrap()
+        .status(app.clock.now());
+    assert_eq!(kim_status, Status::Unverified);
+    // Val, who did not enter it, verifies.
+    let page = val
+        .post(&app, &format!("/contacts/{id}/verify"), &verification)
+        .await;
+    page.assert_contains("Verification recorded.");
+    assert_eq!(status(&app).await, Status::Verified);
+    // Val changes the address: the verification is withdrawn, and now she is the one who
+    // entered it, so she cannot verify it but Ada can.
+    let changed = [
+        ("name", "Jo Bloggs"),
+        ("organisation", "Northshire Children's Services"),
+        ("job_title", "Social worker"),
+        ("email", "jo.bloggs@northshire.gov.uk"),
+        ("phone", PHONE),
+    ];
+    val.post(&app, &format!("/contacts/{id}"), &changed)
+        .await
+        .assert_contains("Changes saved.");
+    assert_eq!(status(&app).await, Status::Unverified);
+    let page = val
+        .post(&app, &format!("/contacts/{id}/verify"), &verification)
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    assert_eq!(status(&app).await, Status::Unverified);
+    app.post(&format!("/contacts/{id}/verify"), &verification)
+        .await
+        .assert_contains("Verification recorded.");
+    assert_eq!(status(&app).await, Status::Verified);
+    // A school that allows self-verification says so in its policy.
+    let other = add_contact(&mut app, "sam@northshire.gov.uk", "Sam Worker").await;
+    let mut policy = safehand_server::policy::load(app.db()).await.unwrap();
+    policy.self_verification = true;
+    safehand_server::policy::save(
+        app.db(),
+        app.clock.now(),
+        &safehand_server::audit::Actor::operator(),
+        &policy,
+    )
+    .await
+    .unwrap();
+    app.post(&format!("/contacts/{other}/verify"), &verification)
+        .await
+        .assert_contains("Verification recorded.");
 }
 
 async fn policy_and_allowed_domains_are_enforced(backend: Backend) {

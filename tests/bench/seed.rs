@@ -52,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
             phone_source: "switchboard".into(),
             note: "Benchmark contact, checked through the switchboard.".into(),
         },
-        365 * 86_400,
+        &safehand_server::policy::Policy::default(),
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;

@@ -23,6 +23,11 @@ async function main() {
     await a.fill('#name', 'Ada Admin');
     await a.fill('#email', 'ada@school.sch.uk');
     await enrol(a, 'kettle orbit lantern');
+    // One admin adds and verifies the contact: the school's policy allows self-verification.
+    await a.goto(`${BASE}/admin/policy`);
+    await a.check('#self-verification');
+    await Promise.all([a.waitForLoadState('load'), a.click('button:has-text("Save policy")')]);
+    check((await a.textContent('main')).includes('Policy saved.'), 'self-verification allowed by policy');
     await a.goto(`${BASE}/contacts`);
     await a.fill('#name', 'Jo Bloggs');
     await a.fill('#organisation', 'Northshire Children\'s Services');

@@ -113,6 +113,8 @@ async function main() {
     await axeCheck(a, 'register: disposal (admin)');
     await submit(a, 'main button:has-text("Authorise this disposal")');
     check((await a.textContent('#authorised')).includes('Ada Admin'), 'authorised by the admin');
+    check((await a.textContent('#complete')).includes('Only Tess'), 'four eyes: only the technician doing the disposal completes it');
+    check(await a.locator('main button:has-text("Complete the disposal record")').count() === 0, 'the authorising admin has no complete button');
     await t.goto(disposalUrl);
     await submit(t, 'main button:has-text("Complete the disposal record")');
     check((await t.textContent('.notice')).includes('completed'), 'disposal completed');

@@ -288,6 +288,15 @@ async function transfers() {
     await submit(a);
     check((await a.textContent('#verification-status')).includes('not verified'), 'new contact is not verified');
     await axeCheck(a, 'contact (not verified)');
+    // Four eyes by default: whoever entered the contact may not verify them. This school
+    // lets the one admin do both, in its policy.
+    check((await a.textContent('#verify-own')).includes('someone else must verify them'), 'four eyes: no self-verification by default');
+    const contactUrl = a.url();
+    await a.goto(`${BASE}/admin/policy`);
+    await a.check('#self-verification');
+    await Promise.all([a.waitForLoadState('load'), a.click('button:has-text("Save policy")')]);
+    check((await a.textContent('main')).includes('Policy saved.'), 'self-verification allowed by policy');
+    await a.goto(contactUrl);
     await a.fill('#phone_called', '01632 960 123');
     await a.check('#source-switchboard');
     await a.fill('#note', 'Rang the council switchboard; Jo read the address back.');

@@ -241,6 +241,8 @@ struct ContactPage {
     verification: Option<VerificationView>,
     may_send: bool,
     may_verify: bool,
+    /// The viewer entered the address or phone, and policy wants someone else to verify.
+    own_entry: bool,
     may_edit: bool,
     valid_months: i64,
     sources: Vec<(&'static str, &'static str)>,
@@ -304,6 +306,7 @@ async fn contact_page(
         }),
         may_send: auth.has(Role::Staff) && !contact.archived,
         may_verify: r.verify,
+        own_entry: !policy.self_verification && contacts::is_own_entry(&contact, &auth.actor()),
         may_edit: r.edit,
         valid_months: policy.verification_valid_months,
         sources: contacts::PHONE_SOURCES.to_vec(),
@@ -379,14 +382,13 @@ async fn contact_verify_post(
         phone_source: form.get("phone_source").to_string(),
         note: form.get("note").to_string(),
     };
-    let valid = policy.verification_valid_secs();
     let (errors, notice, v) = match contacts::verify(
         &state.db,
         state.clock.now(),
         &auth.actor(),
         id,
         &input,
-        valid,
+        &policy,
     )
     .await
     {
@@ -542,14 +544,13 @@ async fn api_contact_verify_post(
         phone_source: body.phone_source,
         note: body.note,
     };
-    let valid = policy.verification_valid_secs();
     match contacts::verify(
         &state.db,
         state.clock.now(),
         &auth.actor(),
         id,
         &input,
-        valid,
+        &policy,
     )
     .await
     {

@@ -78,14 +78,24 @@ pub(super) async fn record_metrics(
 
 /// Logs internal errors with their reference id (the page shows only the id).
 pub(super) async fn log_errors(request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_string();
+    let route = loggable_route(&request);
     let response = next.run(request).await;
     if let Some(info) = response.extensions().get::<ErrorInfo>() {
         if let (Some(id), Some(detail)) = (&info.id, &info.detail) {
-            tracing::error!(reference = %id, path = %path, error = %detail, "request failed");
+            tracing::error!(reference = %id, route = %route, error = %detail, "request failed");
         }
     }
     response
+}
+
+/// The route a request matched (`/r/{token}/open`), never its path: paths carry link tokens
+/// (recipients' links, set-up and enrolment links) that must not reach the log.
+pub(super) fn loggable_route(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "(no route)".into())
 }
 
 /// The hand-written stylesheet.

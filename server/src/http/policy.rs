@@ -167,6 +167,7 @@ async fn policy_get(
 fn policy_from(form: &Form, errors: &mut FormErrors) -> Policy {
     let mut p = Policy {
         staff_may_add_contacts: form.get("staff_may_add_contacts") == "1",
+        self_verification: form.get("self_verification") == "1",
         approval_always: form.get("approval_always") == "1",
         approval_classifications: form
             .all("approval_classifications")

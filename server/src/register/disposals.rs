@@ -723,8 +723,16 @@ pub async fn completion_problems(
     Ok(problems)
 }
 
+/// Why someone other than the person doing the disposal may not complete it.
+pub const ONLY_DISPOSER_COMPLETES: &str = "Only the person doing the disposal can complete the \
+    record: completing it is their confirmation that it was done as recorded. Ask them to sign \
+    in and complete it, or change the person doing the disposal (that withdraws the \
+    authorisation).";
+
 /// Completes a record when nothing stands in the way: freezes the evidence, marks the asset
-/// disposed, and makes the record read-only. Returns the problems otherwise.
+/// disposed, and makes the record read-only. Returns the problems otherwise. Four eyes: only
+/// the person doing the disposal (a real account) completes it, confirming their part, and the
+/// authorising admin must be someone else, so no one person can dispose of an asset alone.
 pub async fn complete(
     db: &Db,
     now: UnixTime,
@@ -736,13 +744,16 @@ pub async fn complete(
     let asset = assets::by_id(db, d.asset_id)
         .await?
         .ok_or(Error::NotFound)?;
-    let problems = completion_problems(db, &d, &asset, now).await?;
+    let mut problems = completion_problems(db, &d, &asset, now).await?;
+    if d.disposed_by != user.id && !d.is_completed() {
+        problems.insert(0, ONLY_DISPOSER_COMPLETES.into());
+    }
     if !problems.is_empty() {
         return Ok(Err(problems));
     }
     let evidence = evidence(db, &d, &asset).await?;
     let mut tx = db.begin().await?;
-    let done = sqlx::query("update disposals set state = 'completed', completed_by = $1, completed_at = $2, updated_at = $2 where disposal_id = $3 and state = 'draft' and authorised_by is not null")
+    let done = sqlx::query("update disposals set state = 'completed', completed_by = $1, completed_at = $2, updated_at = $2 where disposal_id = $3 and state = 'draft' and authorised_by is not null and disposed_by = $1 and authorised_by <> $1")
         .bind(user.id)
         .bind(now)
         .bind(id)

@@ -102,22 +102,36 @@ pub async fn reasons(db: &Db, policy: &Policy, t: &Transfer) -> Result<Vec<Rule>
         held.push(Rule::OutsideDomains);
     }
     if policy.approval_new_organisation {
-        if let Some(c) = contacts::get(db, t.contact_id).await? {
-            let row = sqlx::query(
-                "select count(*) as n from transfers t join contacts c on c.contact_id = t.contact_id \
-                 where lower(trim(c.organisation)) = lower(trim($1)) and t.transfer_id <> $2 \
-                 and t.released_at is not null",
-            )
-            .bind(&c.organisation)
-            .bind(t.id)
-            .fetch_one(db.pool())
-            .await?;
-            if row.try_get::<i64, _>("n")? == 0 {
-                held.push(Rule::NewOrganisation);
-            }
+        // The organisation is its mail domain, not the typed name: "Northshire Council " and
+        // "northshire council" are one name, but only the domain says who runs the mailbox.
+        let domain = contacts::mail_domain(&t.recipient_email).to_lowercase();
+        let pattern = format!("%@{}", like_escape(&domain));
+        let row = sqlx::query(
+            "select count(*) as n from transfers t \
+             where lower(t.recipient_email) like $1 escape '\\' and t.transfer_id <> $2 \
+             and t.released_at is not null",
+        )
+        .bind(&pattern)
+        .bind(t.id)
+        .fetch_one(db.pool())
+        .await?;
+        if domain.is_empty() || row.try_get::<i64, _>("n")? == 0 {
+            held.push(Rule::NewOrganisation);
         }
     }
     Ok(held)
+}
+
+/// `s` with LIKE's wildcards (and the escape character itself) taken literally.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// The accounts that may decide on a transfer sent by `sender_id`: approvers, not disabled,
