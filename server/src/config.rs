@@ -87,6 +87,24 @@ pub struct Config {
     #[arg(long, env = "SAFEHAND_TLS_KEY", requires = "tls_cert", global = true)]
     pub tls_key: Option<PathBuf>,
 
+    /// Connections served at once; past this, clients are told to try again in a few seconds.
+    #[arg(long, env = "SAFEHAND_MAX_CONNECTIONS", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000), global = true)]
+    pub max_connections: u32,
+
+    /// Time a client has to send a request's headers, from connecting or from the end of its
+    /// previous request (idle connections are closed after it).
+    #[arg(long, env = "SAFEHAND_HEADER_TIMEOUT", default_value = "10s", value_parser = duration_secs, global = true)]
+    pub header_timeout: i64,
+
+    /// Time an upload may send nothing (or a download client read nothing) before the
+    /// connection is closed.
+    #[arg(long, env = "SAFEHAND_BODY_IDLE_TIMEOUT", default_value = "60s", value_parser = duration_secs, global = true)]
+    pub body_idle_timeout: i64,
+
+    /// On shutdown, time requests in flight get to finish.
+    #[arg(long, env = "SAFEHAND_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration_secs, global = true)]
+    pub drain_timeout: i64,
+
     /// Addresses of reverse proxies whose X-Forwarded-For header is trusted (comma-separated).
     #[arg(
         long,
@@ -254,6 +272,10 @@ const KNOWN_ENV: &[&str] = &[
     "SAFEHAND_SIGN_IN_LOCK_AFTER",
     "SAFEHAND_SIGN_IN_LOCK_DURATION",
     "SAFEHAND_TRUSTED_PROXY",
+    "SAFEHAND_MAX_CONNECTIONS",
+    "SAFEHAND_HEADER_TIMEOUT",
+    "SAFEHAND_BODY_IDLE_TIMEOUT",
+    "SAFEHAND_DRAIN_TIMEOUT",
     "SAFEHAND_TLS_CERT",
     "SAFEHAND_TLS_KEY",
     "SAFEHAND_LOG",

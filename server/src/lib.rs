@@ -16,6 +16,7 @@ pub mod audit;
 pub mod blobs;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod contacts;
 pub mod db;
 pub mod error;
@@ -57,6 +58,8 @@ pub struct Settings {
     pub mail_delivery: String,
     /// Whether mail is really sent (false: written to the outbox folder).
     pub mail_sends: bool,
+    /// Limits on connections: time-outs for slow clients and a cap on open connections.
+    pub connections: connections::ConnectionLimits,
 }
 
 impl Settings {
@@ -70,6 +73,7 @@ impl Settings {
             trusted_proxies: Vec::new(),
             mail_delivery: "No SMTP server is configured: mail is not sent but written as files to the outbox folder in the data folder. Set --smtp-url to send it.".into(),
             mail_sends: false,
+            connections: connections::ConnectionLimits::default(),
         }
     }
 }
@@ -116,16 +120,15 @@ pub fn app(state: AppState) -> axum::Router {
     http::router(state)
 }
 
-/// Serves the app on `listener` until `shutdown` completes, then finishes in-flight requests.
+/// Serves the app on `listener` until `shutdown` completes, then finishes in-flight requests
+/// (within the drain time of [`Settings::connections`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = state.settings.connections;
+    connections::serve(listener, None, app(state), limits, shutdown).await
 }
 
 /// Serves the app over HTTPS on `listener` until `shutdown` completes.
@@ -135,11 +138,6 @@ pub async fn serve_tls(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    // `tap_io` gives the TLS listener axum's connect-info support (the client address).
-    let listener = tls::TlsListener::new(listener, tls)?.tap_io(|_| {});
-    let app = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let limits = state.settings.connections;
+    connections::serve(listener, Some(tls), app(state), limits, shutdown).await
 }

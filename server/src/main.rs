@@ -119,6 +119,12 @@ async fn run() -> anyhow::Result<ExitCode> {
     settings.throttle.lock_after = cli.config.sign_in_lock_after;
     settings.throttle.lock_for = cli.config.sign_in_lock_duration;
     settings.trusted_proxies = cli.config.trusted_proxy.clone();
+    settings.connections = safehand_server::connections::ConnectionLimits {
+        max_connections: cli.config.max_connections as usize,
+        header_timeout: secs(cli.config.header_timeout),
+        body_idle_timeout: secs(cli.config.body_idle_timeout),
+        drain_timeout: secs(cli.config.drain_timeout),
+    };
     let lifetimes = settings.sessions;
     let throttle_policy = settings.throttle;
 
@@ -235,6 +241,11 @@ async fn run() -> anyhow::Result<ExitCode> {
     worker.stop().await;
     db.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A positive number of seconds (checked by the flag parser) as a duration.
+fn secs(n: i64) -> std::time::Duration {
+    std::time::Duration::from_secs(n.unsigned_abs())
 }
 
 async fn shutdown_signal() {

@@ -12,6 +12,7 @@ mod approval;
 mod audit_tx;
 mod blobs;
 mod browser;
+mod connections;
 mod incidents;
 mod key_rotation;
 mod logs;
