@@ -791,6 +791,24 @@ pub struct Download {
     pub completed_at: Option<UnixTime>,
     /// Cut off before the end.
     pub failed_at: Option<UnixTime>,
+    /// Why it was stopped, when Safehand stopped it ("recalled", "expired", ...).
+    pub cut_off_reason: Option<String>,
+}
+
+impl Download {
+    /// How it ended, in words, with times written by `when`.
+    pub fn outcome(&self, when: impl Fn(UnixTime) -> String) -> String {
+        match (self.completed_at, self.failed_at, &self.cut_off_reason) {
+            (Some(c), _, _) => format!("completed {}", when(c)),
+            (None, Some(f), Some(reason)) => format!(
+                "cut off by {} ({}); the recipient did not receive the whole file",
+                crate::transfers::download::CutOff::by(reason),
+                when(f)
+            ),
+            (None, Some(f), None) => format!("did not finish ({})", when(f)),
+            _ => "in progress".into(),
+        }
+    }
 }
 
 /// What the evidence shows about access to a transfer.
@@ -880,11 +898,23 @@ impl Evidence {
         out.push(if self.downloads.is_empty() {
             "Nothing was downloaded.".into()
         } else {
-            format!(
-                "Downloads: {} completed, {} started but not finished.",
+            let recall_cut = self
+                .downloads
+                .iter()
+                .filter(|d| d.completed_at.is_none() && d.cut_off_reason.as_deref() == Some("recalled"))
+                .count();
+            let mut line = format!(
+                "Downloads: {} completed, {} started but not finished",
                 self.completed_downloads(),
                 self.downloads.len() - self.completed_downloads()
-            )
+            );
+            if recall_cut > 0 {
+                line.push_str(&format!(
+                    " ({recall_cut} of them cut off by the recall before the end)"
+                ));
+            }
+            line.push('.');
+            line
         });
         out
     }
@@ -929,15 +959,16 @@ pub async fn evidence(db: &Db, t: &Transfer, names: &[String]) -> Result<Evidenc
                 e.wrong_passphrases += 1;
                 e.passphrases.push(access("Wrong passphrase"));
             }
-            _ => {
+            "recipient_passphrase_accepted" => {
                 e.unlocked = true;
                 e.passphrases.push(access("Right passphrase"));
             }
+            _ => {}
         }
     }
     let rows = sqlx::query(
-        "select item, address, started_at, completed_at, failed_at from transfer_downloads \
-         where transfer_id = $1 order by download_id",
+        "select item, address, started_at, completed_at, failed_at, cut_off_reason \
+         from transfer_downloads where transfer_id = $1 order by download_id",
     )
     .bind(t.id)
     .fetch_all(db.pool())
@@ -957,6 +988,7 @@ pub async fn evidence(db: &Db, t: &Transfer, names: &[String]) -> Result<Evidenc
             started_at: r.try_get("started_at")?,
             completed_at: opt_i64(&r, "completed_at")?,
             failed_at: opt_i64(&r, "failed_at")?,
+            cut_off_reason: r.try_get("cut_off_reason")?,
         });
     }
     Ok(e)
@@ -1111,6 +1143,8 @@ impl Record {
                     "item": d.item, "address": d.address,
                     "started_at": format_rfc3339(d.started_at),
                     "completed_at": time(d.completed_at), "failed_at": time(d.failed_at),
+                    "cut_off_reason": d.cut_off_reason,
+                    "outcome": d.outcome(format_rfc3339),
                 })).collect::<Vec<_>>(),
             },
             "assessment": self.assessment.as_ref().map(|a| json!({
@@ -1183,11 +1217,7 @@ impl Record {
             );
         }
         for d in &self.evidence.downloads {
-            let outcome = match (d.completed_at, d.failed_at) {
-                (Some(c), _) => format!("completed {}", format_time(c)),
-                (None, Some(f)) => format!("did not finish ({})", format_time(f)),
-                _ => "in progress".into(),
-            };
+            let outcome = d.outcome(format_time);
             doc.field(
                 &format_time(d.started_at),
                 &format!("Downloaded {} from {}: {outcome}", d.item, d.address),

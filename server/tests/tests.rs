@@ -13,6 +13,7 @@ mod audit_tx;
 mod blobs;
 mod browser;
 mod connections;
+mod downloads;
 mod incidents;
 mod key_rotation;
 mod logs;

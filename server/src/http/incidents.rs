@@ -394,11 +394,7 @@ async fn incident_page(
                 item: d.item.clone(),
                 address: d.address.clone(),
                 started: when(d.started_at),
-                outcome: match (d.completed_at, d.failed_at) {
-                    (Some(c), _) => format!("completed {}", when(c)),
-                    (None, Some(f)) => format!("did not finish ({})", when(f)),
-                    _ => "in progress".into(),
-                },
+                outcome: d.outcome(when),
             })
             .collect(),
         risk_label: r

@@ -4,8 +4,14 @@
 //! The download limit holds under concurrency: a download first takes a slot in a transaction
 //! that locks the transfer's row, and only `completed + running < limit` gives one. A download
 //! counts when its last byte has been handed to the connection; one that stops half-way gives
-//! its slot back. A slot whose download never reported back (a crashed instance) expires after
-//! [`SLOT_LIFETIME`].
+//! its slot back. A slot is held by a claim of [`CLAIM_LIFETIME`] seconds, renewed while bytes
+//! flow, so the slot of a download whose server crashed is free again within a minute.
+//!
+//! A recall, expiry or lock-out stops a download that is already running: while it streams, a
+//! download checks at least once a second that its transfer is still released and unexpired,
+//! and its completion is recorded only if it still is. A download stopped this way is recorded
+//! as cut off (`transfer_download_cut_off`, with the reason), never as downloaded, and its last
+//! bytes are withheld, so the recipient is left with an incomplete file.
 
 use super::{end_in, get, recipient::mail_time, State, Transfer, TransferFile};
 use crate::audit::{self, Actor};
@@ -20,9 +26,104 @@ use safehand_crypto::split::{BodyOpener, FileKey};
 use serde_json::json;
 use sqlx::Row;
 use std::pin::Pin;
+use std::time::{Duration, Instant};
 
-/// How long an unfinished download holds its slot.
-pub const SLOT_LIFETIME: i64 = 6 * 3600;
+/// How long a download's claim on its slot lasts unless renewed (seconds).
+pub const CLAIM_LIFETIME: i64 = 60;
+
+/// How often a running download renews its claim (seconds).
+const RENEW_EVERY: i64 = 10;
+
+/// How often a running download checks that its transfer may still be downloaded.
+const RECHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a running download was stopped before its end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CutOff {
+    /// The sender (or an incident report) recalled the transfer.
+    Recalled,
+    /// The transfer expired.
+    Expired,
+    /// Too many wrong passphrases locked the transfer.
+    Locked,
+    /// Other downloads used up the download limit first.
+    LimitReached,
+    /// The transfer ended some other way (shredded, rejected).
+    Ended,
+}
+
+impl CutOff {
+    /// The stored reason.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CutOff::Recalled => "recalled",
+            CutOff::Expired => "expired",
+            CutOff::Locked => "locked",
+            CutOff::LimitReached => "download limit reached",
+            CutOff::Ended => "transfer ended",
+        }
+    }
+
+    /// In words, after "cut off by ...": "the recall", "the expiry".
+    pub fn by(reason: &str) -> &'static str {
+        match reason {
+            "recalled" => "the recall",
+            "expired" => "the expiry",
+            "locked" => "the lock-out",
+            "download limit reached" => "other downloads using up the limit",
+            _ => "the end of the transfer",
+        }
+    }
+
+    /// What the recipient's connection is told (it ends the response early).
+    fn message(self) -> String {
+        format!(
+            "the download was stopped: the transfer was {}",
+            match self {
+                CutOff::Recalled => "recalled by its sender",
+                CutOff::Expired => "past its expiry",
+                CutOff::Locked => "locked",
+                CutOff::LimitReached => "downloaded as many times as allowed",
+                CutOff::Ended => "ended",
+            }
+        )
+    }
+}
+
+/// How a finished download was recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Counted; `shred` is the blob to delete when it used up the limit.
+    Counted {
+        /// The blob key to delete (the transfer has just been shredded).
+        shred: Option<String>,
+    },
+    /// Not counted: the transfer could no longer be downloaded; recorded as cut off.
+    CutOff(CutOff),
+    /// This download had already been reported (completed, failed or cut off).
+    AlreadyReported,
+}
+
+/// Whether transfer `id` may still be downloaded at `now`: `None` if it may, or why not.
+pub async fn still_allowed(db: &Db, now: UnixTime, id: i64) -> Result<Option<CutOff>> {
+    let row = sqlx::query("select state, expires_at from transfers where transfer_id = $1")
+        .bind(id)
+        .fetch_optional(db.pool())
+        .await?;
+    let Some(row) = row else {
+        return Ok(Some(CutOff::Ended));
+    };
+    let state: String = row.try_get("state")?;
+    let expires_at: i64 = row.try_get("expires_at")?;
+    Ok(match state.as_str() {
+        "released" if expires_at > now => None,
+        "released" | "expired" => Some(CutOff::Expired),
+        "recalled" => Some(CutOff::Recalled),
+        "locked" => Some(CutOff::Locked),
+        "downloaded" => Some(CutOff::LimitReached),
+        _ => Some(CutOff::Ended),
+    })
+}
 
 /// What is being downloaded.
 #[derive(Clone, Debug)]
@@ -78,10 +179,10 @@ pub async fn begin(
     let limit: i64 = row.try_get("download_limit")?;
     let running: i64 = sqlx::query(
         "select count(*) as n from transfer_downloads where transfer_id = $1 \
-         and completed_at is null and failed_at is null and started_at > $2",
+         and completed_at is null and failed_at is null and claimed_until > $2",
     )
     .bind(t.id)
-    .bind(now - SLOT_LIFETIME)
+    .bind(now)
     .fetch_one(&mut *tx)
     .await?
     .try_get("n")?;
@@ -90,13 +191,14 @@ pub async fn begin(
     }
     let label = item.label();
     let row = sqlx::query(
-        "insert into transfer_downloads (transfer_id, item, address, started_at) values ($1, $2, $3, $4) \
-         returning download_id",
+        "insert into transfer_downloads (transfer_id, item, address, started_at, claimed_until) \
+         values ($1, $2, $3, $4, $5) returning download_id",
     )
     .bind(t.id)
     .bind(&label)
     .bind(&actor.address)
     .bind(now)
+    .bind(now + CLAIM_LIFETIME)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -108,10 +210,80 @@ pub async fn begin(
     })
 }
 
-/// Records a completed download: counts it, tells the sender on the first one, and shreds the
-/// transfer when it was the last one allowed. Returns the blob key to delete, if shredded.
-pub async fn complete(db: &Db, now: UnixTime, slot: &Slot) -> Result<Option<String>> {
+/// Renews a running download's claim on its slot.
+pub async fn renew(db: &Db, now: UnixTime, slot: &Slot) -> Result<()> {
+    sqlx::query(
+        "update transfer_downloads set claimed_until = $1 where download_id = $2 \
+         and completed_at is null and failed_at is null",
+    )
+    .bind(now + CLAIM_LIFETIME)
+    .bind(slot.id)
+    .execute(db.pool())
+    .await?;
+    Ok(())
+}
+
+/// Records that a running download was stopped for `reason` (once; later calls do nothing).
+pub async fn cut_off(db: &Db, now: UnixTime, slot: &Slot, reason: CutOff) -> Result<()> {
     let mut tx = db.begin().await?;
+    let done = sqlx::query(
+        "update transfer_downloads set failed_at = $1, cut_off_reason = $2 where download_id = $3 \
+         and completed_at is null and failed_at is null",
+    )
+    .bind(now)
+    .bind(reason.as_str())
+    .bind(slot.id)
+    .execute(&mut *tx)
+    .await?;
+    if done.rows_affected() == 1 {
+        let recipient: String =
+            sqlx::query("select recipient_email from transfers where transfer_id = $1")
+                .bind(slot.transfer_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(|r| r.try_get("recipient_email"))
+                .transpose()?
+                .unwrap_or_default();
+        audit::append(
+            &mut tx,
+            now,
+            &slot.actor,
+            "transfer_download_cut_off",
+            &recipient,
+            json!({ "transfer_id": slot.transfer_id, "item": slot.item, "reason": reason.as_str() }),
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Records a completed download, if its transfer may still be downloaded: counts it, tells the
+/// sender on the first one, and shreds the transfer when it was the last one allowed. If the
+/// transfer was recalled, expired, locked or used up while the download ran, the download is
+/// recorded as cut off instead and not counted.
+pub async fn complete(db: &Db, now: UnixTime, slot: &Slot) -> Result<Outcome> {
+    let mut tx = db.begin().await?;
+    // Conditional: the row lock orders this against a recall, which changes the state first.
+    let row = sqlx::query(
+        "update transfers set downloads = downloads + 1, \
+         first_download_at = coalesce(first_download_at, $1), last_download_at = $1 \
+         where transfer_id = $2 and state = 'released' and expires_at > $1 \
+         and downloads < download_limit \
+         returning downloads, download_limit, sender_id, recipient_email, blob_key, created_at",
+    )
+    .bind(now)
+    .bind(slot.transfer_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        drop(tx);
+        let reason = still_allowed(db, now, slot.transfer_id)
+            .await?
+            .unwrap_or(CutOff::LimitReached);
+        cut_off(db, now, slot, reason).await?;
+        return Ok(Outcome::CutOff(reason));
+    };
     let done = sqlx::query(
         "update transfer_downloads set completed_at = $1 where download_id = $2 and completed_at is null and failed_at is null",
     )
@@ -120,17 +292,9 @@ pub async fn complete(db: &Db, now: UnixTime, slot: &Slot) -> Result<Option<Stri
     .execute(&mut *tx)
     .await?;
     if done.rows_affected() != 1 {
-        return Ok(None);
+        // Dropping the transaction takes the count back.
+        return Ok(Outcome::AlreadyReported);
     }
-    let row = sqlx::query(
-        "update transfers set downloads = downloads + 1, \
-         first_download_at = coalesce(first_download_at, $1), last_download_at = $1 \
-         where transfer_id = $2 returning downloads, download_limit, sender_id, recipient_email, blob_key, created_at",
-    )
-    .bind(now)
-    .bind(slot.transfer_id)
-    .fetch_one(&mut *tx)
-    .await?;
     let downloads: i64 = row.try_get("downloads")?;
     let limit: i64 = row.try_get("download_limit")?;
     let recipient: String = row.try_get("recipient_email")?;
@@ -192,7 +356,7 @@ pub async fn complete(db: &Db, now: UnixTime, slot: &Slot) -> Result<Option<Stri
         shred = Some(row.try_get::<String, _>("blob_key")?);
     }
     tx.commit().await?;
-    Ok(shred)
+    Ok(Outcome::Counted { shred })
 }
 
 /// Gives back the slot of a download that stopped half-way.
@@ -231,15 +395,80 @@ struct Guard {
     clock: Clock,
     slot: Slot,
     done: bool,
+    /// When the transfer was last checked.
+    checked: Instant,
+    /// When the claim was last renewed (service time).
+    renewed: UnixTime,
 }
 
 impl Guard {
-    async fn complete(&mut self) -> Result<()> {
-        self.done = true;
+    /// Records the download as complete; `Err` (with the reason) if it may not be.
+    async fn complete(&mut self) -> std::result::Result<(), std::io::Error> {
         let now = self.clock.now();
-        if let Some(key) = complete(&self.db, now, &self.slot).await? {
-            super::sweeper::delete_blob(&self.db, &self.blobs, now, self.slot.transfer_id, &key)
-                .await;
+        match complete(&self.db, now, &self.slot).await {
+            Ok(Outcome::Counted { shred }) => {
+                self.done = true;
+                if let Some(key) = shred {
+                    super::sweeper::delete_blob(
+                        &self.db,
+                        &self.blobs,
+                        now,
+                        self.slot.transfer_id,
+                        &key,
+                    )
+                    .await;
+                }
+                Ok(())
+            }
+            Ok(Outcome::CutOff(reason)) => {
+                self.done = true;
+                Err(std::io::Error::other(reason.message()))
+            }
+            Ok(Outcome::AlreadyReported) => {
+                self.done = true;
+                Err(std::io::Error::other(
+                    "the download had already been reported as stopped",
+                ))
+            }
+            Err(e) => {
+                // Not counted, so not handed over; the drop records it as incomplete.
+                tracing::warn!(error = %e, "could not record a completed download");
+                Err(std::io::Error::other(
+                    "the download could not be recorded; please try again",
+                ))
+            }
+        }
+    }
+
+    /// Stops the download if its transfer may no longer be downloaded (checked at most once a
+    /// second) and renews its claim now and then.
+    async fn checkpoint(&mut self) -> std::result::Result<(), std::io::Error> {
+        if self.checked.elapsed() < RECHECK_EVERY {
+            return Ok(());
+        }
+        self.checked = Instant::now();
+        let now = self.clock.now();
+        match still_allowed(&self.db, now, self.slot.transfer_id).await {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                if let Err(e) = cut_off(&self.db, now, &self.slot, reason).await {
+                    tracing::warn!(error = %e, "could not record a download cut off");
+                }
+                self.done = true;
+                return Err(std::io::Error::other(reason.message()));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check a running download");
+                return Err(std::io::Error::other(
+                    "the download could not be checked; please try again",
+                ));
+            }
+        }
+        if now - self.renewed >= RENEW_EVERY {
+            self.renewed = now;
+            if let Err(e) = renew(&self.db, now, &self.slot).await {
+                tracing::warn!(error = %e, "could not renew a download's claim");
+            }
         }
         Ok(())
     }
@@ -363,10 +592,10 @@ impl Download {
     /// moment the last byte is handed over is the moment the download is complete.
     async fn last(&mut self, piece: Bytes) -> Option<std::result::Result<Bytes, std::io::Error>> {
         self.finished = true;
-        if let Err(e) = self.guard.complete().await {
-            tracing::warn!(error = %e, "could not record a completed download");
+        match self.guard.complete().await {
+            Ok(()) => Some(Ok(piece)),
+            Err(e) => Some(Err(e)),
         }
-        Some(Ok(piece))
     }
 
     async fn next_piece(&mut self) -> Option<std::result::Result<Bytes, std::io::Error>> {
@@ -375,6 +604,10 @@ impl Download {
         }
         let io = |e: String| std::io::Error::other(e);
         loop {
+            if let Err(e) = self.guard.checkpoint().await {
+                self.finished = true;
+                return Some(Err(e));
+            }
             let mut out = Vec::new();
             if let Shape::Payload { header, left } = &mut self.shape {
                 if let Some(h) = header.take() {
@@ -451,6 +684,8 @@ pub async fn stream(
         clock: clock.clone(),
         slot,
         done: false,
+        checked: Instant::now(),
+        renewed: now,
     };
     let blob: BlobStream = Box::pin(blobs.get(&t.blob_key).await?);
     let (shape, opener) = match item {
@@ -496,8 +731,8 @@ pub async fn stream(
 /// The downloads of a transfer for its sender's receipt, oldest first, in words.
 pub async fn list(db: &Db, transfer_id: i64) -> Result<Vec<String>> {
     let rows = sqlx::query(
-        "select item, address, started_at, completed_at, failed_at from transfer_downloads \
-         where transfer_id = $1 order by download_id",
+        "select item, address, started_at, completed_at, failed_at, cut_off_reason \
+         from transfer_downloads where transfer_id = $1 order by download_id",
     )
     .bind(transfer_id)
     .fetch_all(db.pool())
@@ -514,10 +749,17 @@ pub async fn list(db: &Db, transfer_id: i64) -> Result<Vec<String>> {
                 "Downloaded {item} from {address}: {}",
                 crate::clock::format_time(at)
             ),
-            (None, Some(at)) => format!(
-                "Download of {item} from {address} did not finish: {}",
-                crate::clock::format_time(at)
-            ),
+            (None, Some(at)) => match r.try_get::<Option<String>, _>("cut_off_reason")? {
+                Some(reason) => format!(
+                    "Download of {item} from {address} was cut off by {}: {}",
+                    CutOff::by(&reason),
+                    crate::clock::format_time(at)
+                ),
+                None => format!(
+                    "Download of {item} from {address} did not finish: {}",
+                    crate::clock::format_time(at)
+                ),
+            },
             _ => format!(
                 "Downloading {item} from {address} since {}",
                 crate::clock::format_time(r.try_get("started_at")?)
