@@ -2,6 +2,12 @@
 //! known accounts behave the same) and per client address, in the database so that every
 //! instance sees them. After a few failures each further attempt is slowed down; after
 //! `lock_after` failures within the window the account (or address) is locked for `lock_for`.
+//!
+//! Attempts are counted before they are checked ([`reserve`]): each attempt first records
+//! itself as a failure, then counts, and only goes ahead if the count (itself included) is
+//! within the limit. An attempt that succeeds takes its record back ([`Reservation::release`]).
+//! So fifty guesses sent at once get no more tries than fifty sent one after another: every
+//! attempt's count includes every attempt that counted before it.
 
 use crate::clock::UnixTime;
 use crate::db::Db;
@@ -69,52 +75,78 @@ async fn recent(db: &Db, now: UnixTime, key: &str, window: i64) -> Result<(i64, 
     Ok((row.try_get("n")?, row.try_get("last")?))
 }
 
-/// Checks whether a sign-in attempt for `email` from `address` may proceed.
-pub async fn check(
+/// An attempt counted in advance (its failure records); keep it if the attempt fails.
+#[derive(Debug)]
+#[must_use = "release the reservation when the attempt succeeds"]
+pub struct Reservation {
+    ids: Vec<i64>,
+}
+
+impl Reservation {
+    /// Takes the attempt's failure records back (it succeeded, or it was refused unchecked).
+    pub async fn release(self, db: &Db) -> Result<()> {
+        for id in self.ids {
+            sqlx::query("delete from sign_in_failures where failure_id = $1")
+                .bind(id)
+                .execute(db.pool())
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Counts a sign-in attempt for `email` from `address` before it is checked: records it as a
+/// failure (committed at once), then counts the failures in the window, itself included. When
+/// the count is past the limit the attempt is refused and its records are taken back;
+/// otherwise it goes ahead (after the delay) and the caller keeps the reservation if the
+/// attempt fails, or releases it if it succeeds.
+pub async fn reserve(
     db: &Db,
     now: UnixTime,
     policy: &Policy,
     email: &str,
     address: &str,
-) -> Result<Gate> {
-    let (account_failures, account_last) =
-        recent(db, now, &account_key(email), policy.lock_for).await?;
-    let (address_failures, address_last) =
-        recent(db, now, &address_key(address), policy.lock_for).await?;
-    if account_failures >= policy.lock_after {
-        return Ok(Gate::Locked {
-            until: account_last + policy.lock_for,
-        });
+) -> Result<(Gate, Reservation)> {
+    let mut ids = Vec::with_capacity(2);
+    for key in [account_key(email), address_key(address)] {
+        let row = sqlx::query(
+            "insert into sign_in_failures (throttle_key, at) values ($1, $2) returning failure_id",
+        )
+        .bind(key)
+        .bind(now)
+        .fetch_one(db.pool())
+        .await?;
+        ids.push(row.try_get("failure_id")?);
     }
-    if address_failures >= policy.address_lock_after {
-        return Ok(Gate::Locked {
-            until: address_last + policy.lock_for,
-        });
+    let reservation = Reservation { ids };
+    let (account, _) = recent(db, now, &account_key(email), policy.lock_for).await?;
+    let (address_n, _) = recent(db, now, &address_key(address), policy.lock_for).await?;
+    // Counts include this attempt.
+    let key = if account > policy.lock_after {
+        Some(account_key(email))
+    } else if address_n > policy.address_lock_after {
+        Some(address_key(address))
+    } else {
+        None
+    };
+    if let Some(key) = key {
+        reservation.release(db).await?;
+        // The lock lifts a window after the newest failure that is not this attempt.
+        let (_, last) = recent(db, now, &key, policy.lock_for).await?;
+        return Ok((
+            Gate::Locked {
+                until: last.max(now - policy.lock_for) + policy.lock_for,
+            },
+            Reservation { ids: Vec::new() },
+        ));
     }
-    let n = account_failures.max(address_failures / 4);
+    let n = (account - 1).max((address_n - 1) / 4);
     let delay = if n >= 3 {
         policy.delay_unit * (1u32 << (n - 3).min(3))
     } else {
         Duration::ZERO
     };
-    Ok(Gate::Open { delay })
-}
-
-/// Records a failed attempt.
-pub async fn fail(
-    conn: &mut sqlx::AnyConnection,
-    now: UnixTime,
-    email: &str,
-    address: &str,
-) -> Result<()> {
-    for key in [account_key(email), address_key(address)] {
-        sqlx::query("insert into sign_in_failures (throttle_key, at) values ($1, $2)")
-            .bind(key)
-            .bind(now)
-            .execute(&mut *conn)
-            .await?;
-    }
-    Ok(())
+    Ok((Gate::Open { delay }, reservation))
 }
 
 /// Forgets an account's failures (after a successful sign-in, or when an admin unlocks it).

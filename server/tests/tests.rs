@@ -9,6 +9,7 @@ mod common;
 
 mod admin_cli;
 mod approval;
+mod attempts;
 mod audit_tx;
 mod blobs;
 mod browser;

@@ -109,7 +109,10 @@ async fn sign_in_post(
     if !errors.is_empty() {
         return Ok(page(errors, StatusCode::BAD_REQUEST));
     }
-    match throttle::check(&state.db, now, &state.settings.throttle, &email, &address).await? {
+    // Counted before it is checked, so parallel guesses cannot slip past the limit.
+    let (gate, reservation) =
+        throttle::reserve(&state.db, now, &state.settings.throttle, &email, &address).await?;
+    match gate {
         Gate::Locked { until } => {
             state.metrics.sign_in_locked.fetch_add(1, Ordering::Relaxed);
             audit::record(
@@ -143,8 +146,8 @@ async fn sign_in_post(
     let user = match user {
         Some(u) if password_ok && !u.disabled => u,
         other => {
+            // The reservation stays as this failure's record.
             let mut tx = state.db.begin().await?;
-            throttle::fail(&mut tx, now, &email, &address).await?;
             state
                 .metrics
                 .sign_in_failures
@@ -172,6 +175,7 @@ async fn sign_in_post(
             return Ok(page(errors, StatusCode::UNAUTHORIZED));
         }
     };
+    reservation.release(&state.db).await?;
     let stage = if user.has_totp {
         Stage::Code
     } else {
@@ -227,15 +231,16 @@ async fn sign_in_code_post(
         )
             .into_response()
     };
-    if let Gate::Locked { until } = throttle::check(
+    // Counted before it is checked (see `throttle::reserve`).
+    let (gate, reservation) = throttle::reserve(
         &state.db,
         now,
         &state.settings.throttle,
         &user.email,
         &pending.address,
     )
-    .await?
-    {
+    .await?;
+    if let Gate::Locked { until } = gate {
         state.metrics.sign_in_locked.fetch_add(1, Ordering::Relaxed);
         sessions::end(
             &mut *state.db.pool().acquire().await?,
@@ -261,12 +266,15 @@ async fn sign_in_code_post(
     }
     let code = form.get("code").trim();
     if code.is_empty() {
+        // Not an attempt: nothing was checked.
+        reservation.release(&state.db).await?;
         return Ok(code_page(
             "Enter the 6-digit code from your authenticator app.",
             StatusCode::BAD_REQUEST,
         ));
     }
     if code.len() > 32 {
+        reservation.release(&state.db).await?;
         return Ok(code_page(
             "The code is too long. Enter the 6-digit code from your app, or a recovery code.",
             StatusCode::BAD_REQUEST,
@@ -306,10 +314,11 @@ async fn sign_in_code_post(
                 .await?;
             }
             tx.commit().await?;
+            reservation.release(&state.db).await?;
             Ok(redirect_with_session("/", &value, state.settings.https))
         }
         CodeCheck::Replayed | CodeCheck::Wrong => {
-            throttle::fail(&mut tx, now, &user.email, &pending.address).await?;
+            // The reservation stays as this failure's record.
             state
                 .metrics
                 .sign_in_failures

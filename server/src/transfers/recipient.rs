@@ -206,15 +206,20 @@ pub async fn check_code(
     if now >= row.try_get::<i64, _>("expires_at")? {
         return refuse("That code has expired. Ask for a new code.");
     }
-    if row.try_get::<i64, _>("attempts")? >= CODE_ATTEMPTS {
+    // The attempt is counted before the code is compared, by a conditional update: parallel
+    // guesses each take one of the code's tries, and none gets past the last.
+    let counted = sqlx::query(
+        "update recipient_codes set attempts = attempts + 1 where code_id = $1 and attempts < $2",
+    )
+    .bind(code_id)
+    .bind(CODE_ATTEMPTS)
+    .execute(&mut *tx)
+    .await?;
+    if counted.rows_affected() != 1 {
         return refuse("Too many wrong codes. Ask for a new code.");
     }
     let stored: String = row.try_get("code_hash")?;
     if !same(&code_hash(keys, t.id, &typed), &stored) {
-        sqlx::query("update recipient_codes set attempts = attempts + 1 where code_id = $1")
-            .bind(code_id)
-            .execute(&mut *tx)
-            .await?;
         audit::append(
             &mut tx,
             now,
@@ -359,7 +364,29 @@ pub async fn unlock(
     address: &str,
 ) -> Result<Unlock> {
     let header = super::header(db, t.id).await?.ok_or(Error::Unavailable)?;
-    let attempt = {
+    // The attempt is counted as wrong before the passphrase is tried (a conditional update,
+    // committed at once), and given back if it is right: however many guesses arrive at once,
+    // no more than `limit` are ever tried.
+    let reserved = sqlx::query(
+        "update transfers set wrong_passphrases = wrong_passphrases + 1 \
+         where transfer_id = $1 and state = 'released' and wrong_passphrases < $2 \
+         returning wrong_passphrases, sender_id",
+    )
+    .bind(t.id)
+    .bind(limit)
+    .fetch_optional(db.pool())
+    .await?;
+    let Some(reserved) = reserved else {
+        return Err(Error::Unavailable);
+    };
+    let give_back = || {
+        sqlx::query(
+            "update transfers set wrong_passphrases = wrong_passphrases - 1 \
+             where transfer_id = $1 and state = 'released' and wrong_passphrases > 0",
+        )
+        .bind(t.id)
+    };
+    let attempt = async {
         let work_factor = split::inspect_header(&header)
             .ok()
             .flatten()
@@ -367,12 +394,25 @@ pub async fn unlock(
         let _memory = super::upload::scrypt_memory(work_factor).await?;
         tokio::task::spawn_blocking(move || split::unlock(&header, &passphrase))
             .await
-            .map_err(|e| Error::Internal(format!("passphrase task: {e}")))?
+            .map_err(|e| Error::Internal(format!("passphrase task: {e}")))
+    }
+    .await;
+    let attempt = match attempt {
+        Ok(attempt) => attempt,
+        Err(e) => {
+            // Never tried: the attempt does not count.
+            give_back().execute(db.pool()).await?;
+            return Err(e);
+        }
     };
     let actor = recipient_actor(t, address);
     let mut tx = db.begin().await?;
     match attempt {
         Ok(file_key) => {
+            if give_back().execute(&mut *tx).await?.rows_affected() != 1 {
+                // Locked (or ended) while this passphrase was being checked.
+                return Err(Error::Unavailable);
+            }
             let sealed = keys.seal(&key_context(&session.hash), file_key.expose());
             sqlx::query(
                 "update recipient_sessions set file_key_sealed = $1 where session_hash = $2",
@@ -394,16 +434,7 @@ pub async fn unlock(
             Ok(Unlock::Opened)
         }
         Err(safehand_crypto::Error::WrongKey) => {
-            let row = sqlx::query(
-                "update transfers set wrong_passphrases = wrong_passphrases + 1 \
-                 where transfer_id = $1 and state = 'released' returning wrong_passphrases, sender_id",
-            )
-            .bind(t.id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(row) = row else {
-                return Err(Error::Unavailable);
-            };
+            let row = reserved;
             let wrong: i64 = row.try_get("wrong_passphrases")?;
             audit::append(
                 &mut tx,
@@ -461,6 +492,10 @@ pub async fn unlock(
             db.checkpoint_wal().await;
             Ok(Unlock::Locked)
         }
-        Err(e) => Err(Error::Internal(format!("passphrase check: {e}"))),
+        Err(e) => {
+            give_back().execute(&mut *tx).await?;
+            tx.commit().await?;
+            Err(Error::Internal(format!("passphrase check: {e}")))
+        }
     }
 }
