@@ -8,6 +8,9 @@ pub enum Error {
     /// No valid session or API token.
     #[error("You need to sign in.")]
     NotSignedIn,
+    /// A change through `/api/` sent without an API token (a browser session cannot make it).
+    #[error("Changes through the API need an API token: send `Authorization: Bearer shtok_...` (create a token on your Account page). A browser session cannot be used here.")]
+    TokenRequired,
     /// The session existed but has ended (idle or absolute timeout).
     #[error("Your session has ended. Sign in again.")]
     SessionEnded,

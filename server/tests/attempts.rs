@@ -1,7 +1,8 @@
 //! Lock-outs hold under parallel guessing, on SQLite and PostgreSQL: sixty wrong passwords,
 //! sixty wrong sign-in codes, fifty wrong recipient codes and fifty wrong passphrases sent at
 //! once get no more tries than the limit, because every attempt is counted before it is
-//! checked. (A burst may get fewer: an attempt refused at once still counted for the others
+//! checked. Changes through `/api/` take an API token, never the session cookie.
+//! (A burst may get fewer: an attempt refused at once still counted for the others
 //! while it was in flight. Refusing more is the safe side.)
 
 use crate::common::*;
@@ -17,6 +18,7 @@ crate::both_databases!(
     parallel_sign_in_code_guesses_get_no_more_tries,
     parallel_recipient_code_guesses_get_no_more_tries,
     parallel_passphrase_guesses_get_no_more_tries,
+    api_changes_need_a_token_not_the_session_cookie,
 );
 
 /// Posts `fields` to `path` from `n` tasks at once, each with its own copy of `jar`.
@@ -243,4 +245,34 @@ async fn parallel_passphrase_guesses_get_no_more_tries(backend: Backend) {
             .await;
         assert_eq!(page.status, StatusCode::NOT_FOUND);
     }
+}
+
+async fn api_changes_need_a_token_not_the_session_cookie(backend: Backend) {
+    let mut w = world(backend).await;
+    let (id, _) = send_files(&mut w, &[("a.txt", b"abc")]).await;
+    // A cross-site text/plain POST carrying the signed-in staff member's cookies.
+    let req = axum::http::Request::post(format!("/api/v1/transfers/{id}/recall"))
+        .header(axum::http::header::CONTENT_TYPE, "text/plain")
+        .body(axum::body::Body::from("{}"))
+        .unwrap();
+    let page = w.staff.send_req(&w.app, req).await;
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED, "{}", page.body);
+    assert!(page.body.contains("token_required"), "{}", page.body);
+    assert!(page.body.contains("Authorization: Bearer"), "{}", page.body);
+    let t = transfers::get(w.app.db(), id).await.unwrap().unwrap();
+    assert_eq!(t.state, transfers::State::Sealed, "the cookie recalled it");
+    // Reading through the API with the session still works.
+    let page = w.staff.get(&w.app, "/api/v1/me").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    // A token works, whatever the case of the scheme.
+    let token = crate::transfers::api_token(&w.app, &mut w.staff).await;
+    let req = axum::http::Request::post(format!("/api/v1/transfers/{id}/recall"))
+        .header(axum::http::header::AUTHORIZATION, format!("bEaReR {token}"))
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from("{}"))
+        .unwrap();
+    let page = send(&w.app.state, &mut BTreeMap::new(), req).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let t = transfers::get(w.app.db(), id).await.unwrap().unwrap();
+    assert_eq!(t.state, transfers::State::Recalled);
 }

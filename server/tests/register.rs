@@ -615,7 +615,8 @@ async fn certificates_are_verified_matched_and_refused_with_reasons(backend: Bac
         .body(Body::from(good))
         .unwrap();
     let page = tess.browser.send_req(&app, req).await;
-    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert!(page.body.contains("token_required"), "{}", page.body);
 }
 
 async fn disposal_needs_authorisation_by_another_admin_and_evidence(backend: Backend) {

@@ -27,6 +27,7 @@ impl Error {
     fn info(&self) -> ErrorInfo {
         let (status, code) = match self {
             Error::NotSignedIn => (StatusCode::UNAUTHORIZED, "not_signed_in"),
+            Error::TokenRequired => (StatusCode::UNAUTHORIZED, "token_required"),
             Error::SessionEnded => (StatusCode::UNAUTHORIZED, "session_ended"),
             Error::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Error::NotFound => (StatusCode::NOT_FOUND, "not_found"),

@@ -104,11 +104,7 @@ async fn api_payload_get(
             "There is no recipient session for this download, or it has ended (30 minutes): ask for a new code and start again.".into(),
         )
     };
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(no_session)?;
+    let bearer = super::extract::bearer_token(&headers).ok_or_else(no_session)?;
     recipient::session(&state.db, &state.keys, now, &t, bearer)
         .await?
         .ok_or_else(no_session)?;
