@@ -1105,8 +1105,35 @@ async fn upload_cut_off_leaves_no_transfer_and_no_blob(backend: Backend) {
         ]),
     )
     .await;
-    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    assert_eq!(page.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", page.body);
     page.assert_contains("the most you can send is 5 GiB");
+    // Sizes that overflow when added (2^63 + 2^63 wraps to 0) or do not fit a signed size.
+    for sizes in [
+        vec![("a.bin", 1u64 << 63), ("b.bin", 1u64 << 63)],
+        vec![("a.bin", u64::MAX)],
+        vec![("a.bin", u64::MAX), ("b.bin", 2)],
+    ] {
+        let announced = serde_json::json!({
+            "contact_id": w.contact_id,
+            "purpose": "Child protection referral for a pupil",
+            "classification": "OFFICIAL-SENSITIVE",
+            "expires_in_days": 7,
+            "download_limit": 3,
+            "files": sizes.iter().map(|(n, s)| serde_json::json!({"name": n, "size": s})).collect::<Vec<_>>(),
+        })
+        .to_string();
+        let page = upload_from(
+            &w.app,
+            &mut w.staff,
+            multipart(&[
+                ("details", None, announced.as_bytes()),
+                ("file", Some("a.bin"), b"x"),
+            ]),
+        )
+        .await;
+        assert_eq!(page.status, StatusCode::PAYLOAD_TOO_LARGE, "{sizes:?}: {}", page.body);
+        page.assert_contains("the most you can send is 5 GiB");
+    }
     // Without the CSRF header the page's upload is refused.
     let mut jar = w.staff.jar.clone();
     let (ct, body) = multipart(&[
@@ -1259,7 +1286,8 @@ async fn presealed_payloads_are_checked(backend: Backend) {
             .unwrap(),
     )
     .await;
-    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    assert!(page.body.contains("token_required"), "{}", page.body);
     // A good one is accepted, released through the API and opens with the sender's passphrase.
     let page = send(
         &w.app.state,

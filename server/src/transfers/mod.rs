@@ -532,16 +532,25 @@ pub async fn plan(
             format!("Send at most {MAX_FILES} files at once (put more in a zip file)."),
         ));
     } else {
-        let total: u64 = request.files.iter().map(|f| f.size).sum();
-        if total > policy.max_size_bytes as u64 {
-            problems.push((
-                "files",
-                format!(
-                    "The files add up to {}; the most you can send is {}.",
-                    format_size(total as i64),
+        // Checked: announced sizes come from the client, and 2^63 + 2^63 must not wrap to 0.
+        let total = request
+            .files
+            .iter()
+            .try_fold(0u64, |sum, f| sum.checked_add(f.size));
+        let limit = u64::try_from(policy.max_size_bytes).unwrap_or(0);
+        match total {
+            Some(total) if total <= limit => {}
+            total => {
+                let said = match total.and_then(|t| i64::try_from(t).ok()) {
+                    Some(t) => format_size(t),
+                    None => "more than any disk holds".into(),
+                };
+                return Err(Error::TooLarge(format!(
+                    "The files add up to {said}; the most you can send is {}. Send fewer or smaller files, or ask your administrator about the limit.",
                     format_size(policy.max_size_bytes)
-                ),
-            ));
+                ))
+                .into());
+            }
         }
         let mut taken = std::collections::HashSet::new();
         for f in &request.files {
