@@ -945,6 +945,54 @@ fn open_refuses_entries_that_escape_or_are_special() {
 }
 
 #[test]
+fn open_applies_the_umask_to_modes_from_the_payload() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = keys(dir.path());
+    // A payload whose folder and files ask for 0777 (world-writable).
+    let mut tar = Vec::new();
+    for (name, kind, data) in [
+        ("shared/", b'5', &b""[..]),
+        ("shared/everyone.txt", b'0', &b"anyone may write this"[..]),
+    ] {
+        tar.extend(ustar(name, kind, data.len(), "", 0o777));
+        tar.extend_from_slice(data);
+        tar.resize(tar.len().div_ceil(512) * 512, 0);
+    }
+    tar.resize(tar.len() + 1024, 0);
+    let tar_path = dir.path().join("wide.tar");
+    fs::write(&tar_path, &tar).unwrap();
+    let payload = dir.path().join("wide.age");
+    ok(safehand()
+        .args(["encrypt", "-r", &k.recipient, "-o"])
+        .arg(&payload)
+        .arg(&tar_path));
+    for (umask, want) in [("022", 0o755), ("077", 0o700), ("002", 0o775)] {
+        let target = dir.path().join(format!("out-{umask}"));
+        let out = ok(Command::new("sh")
+            .arg("-c")
+            .arg(format!("umask {umask} && exec \"$0\" \"$@\""))
+            .arg(workspace_binary("safehand"))
+            .arg("open")
+            .arg("-i")
+            .arg(&k.identity)
+            .arg("-C")
+            .arg(&target)
+            .arg(&payload));
+        assert!(out.status.success());
+        assert_eq!(
+            mode(&target.join("shared")),
+            want,
+            "folder under umask {umask}"
+        );
+        assert_eq!(
+            mode(&target.join("shared/everyone.txt")),
+            want,
+            "file under umask {umask}"
+        );
+    }
+}
+
+#[test]
 fn files_over_4_gib_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let k = keys(dir.path());

@@ -357,6 +357,25 @@ impl Read for ExactReader<'_> {
 }
 
 /// Largest value an 11-digit octal ustar size field holds.
+/// The process's umask (Linux reports it in /proc/self/status; 022, the usual default,
+/// elsewhere or if it cannot be read). Read once: `umask(2)` itself would need `unsafe` and
+/// changes the mask to read it.
+fn process_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Umask:"))
+                    .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            })
+            .unwrap_or(0o022)
+            & 0o777
+    })
+}
+
 const USTAR_MAX_SIZE: u64 = 0o77777777777;
 
 /// Appends an entry's header (with a pax header first when needed). The content follows from
@@ -974,8 +993,9 @@ impl Extractor<'_> {
         }
 
         let header = entry.header();
-        // Keep permission bits, never setuid/setgid/sticky.
-        let mode = header.mode().unwrap_or(0o600) & 0o777;
+        // Keep permission bits, never setuid/setgid/sticky, and never more than the user's
+        // umask allows (as tar and cp do): a 0777 entry becomes 0755 under umask 022.
+        let mode = header.mode().unwrap_or(0o600) & 0o777 & !process_umask();
         let mtime = header.mtime().unwrap_or(0);
         let staged = self.staging.join(&rel);
         match t {

@@ -186,8 +186,7 @@ async fn serve_connection<I>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
-    let connection =
-        builder.serve_connection(TokioIo::new(WriteStall::new(io, idle)), service);
+    let connection = builder.serve_connection(TokioIo::new(WriteStall::new(io, idle)), service);
     if let Err(e) = watcher.watch(connection).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }

@@ -901,7 +901,9 @@ impl Evidence {
             let recall_cut = self
                 .downloads
                 .iter()
-                .filter(|d| d.completed_at.is_none() && d.cut_off_reason.as_deref() == Some("recalled"))
+                .filter(|d| {
+                    d.completed_at.is_none() && d.cut_off_reason.as_deref() == Some("recalled")
+                })
                 .count();
             let mut line = format!(
                 "Downloads: {} completed, {} started but not finished",

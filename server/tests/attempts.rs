@@ -39,8 +39,10 @@ async fn at_once(
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         tasks.push(tokio::spawn(async move {
-            let fields: Vec<(&str, &str)> =
-                fields.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let fields: Vec<(&str, &str)> = fields
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             post(&state, &mut jar, &path, &fields).await
         }));
     }
@@ -127,7 +129,14 @@ async fn parallel_sign_in_code_guesses_get_no_more_tries(backend: Backend) {
         .await;
     assert_eq!(page.location(), "/sign-in/code", "{}", page.body);
     // Not six digits: read as a recovery code, and wrong.
-    let pages = at_once(&app, &b.jar, 60, "/sign-in/code", &[("code", "wrong-guess")]).await;
+    let pages = at_once(
+        &app,
+        &b.jar,
+        60,
+        "/sign-in/code",
+        &[("code", "wrong-guess")],
+    )
+    .await;
     let checked = count(&pages, StatusCode::UNAUTHORIZED);
     assert!(
         checked <= 10,

@@ -150,7 +150,10 @@ fn a_client_that_stops_reading_is_cut_off() {
             Err(_) => break false,
         }
     };
-    assert!(ended, "the server kept a connection whose client stopped reading");
+    assert!(
+        ended,
+        "the server kept a connection whose client stopped reading"
+    );
     assert!(
         total < wanted * page.len() / 2,
         "read {total} bytes of {}",

@@ -129,7 +129,10 @@ async fn download_rows(app: &TestApp, id: i64) -> Vec<(Option<i64>, Option<i64>,
 }
 
 /// Waits (up to 5 s) until the download's outcome is recorded.
-async fn wait_for_outcome(app: &TestApp, id: i64) -> Vec<(Option<i64>, Option<i64>, Option<String>)> {
+async fn wait_for_outcome(
+    app: &TestApp,
+    id: i64,
+) -> Vec<(Option<i64>, Option<i64>, Option<String>)> {
     for _ in 0..100 {
         let rows = download_rows(app, id).await;
         if rows.iter().all(|r| r.0.is_some() || r.1.is_some()) {
@@ -161,10 +164,16 @@ async fn a_recall_stops_a_running_download(backend: Backend) {
     // Not recorded as downloaded: a cut-off, with its reason.
     let rows = wait_for_outcome(&w.app, id).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0].0, None, "a recalled download was counted as completed");
+    assert_eq!(
+        rows[0].0, None,
+        "a recalled download was counted as completed"
+    );
     assert_eq!(rows[0].2.as_deref(), Some("recalled"));
     let a = crate::transfers::actions(&w.app).await;
-    assert!(a.contains(&"transfer_download_cut_off".to_string()), "{a:?}");
+    assert!(
+        a.contains(&"transfer_download_cut_off".to_string()),
+        "{a:?}"
+    );
     assert!(!a.contains(&"transfer_downloaded".to_string()), "{a:?}");
     let t = transfers::get(w.app.db(), id).await.unwrap().unwrap();
     assert_eq!(t.state, transfers::State::Recalled);
@@ -249,7 +258,7 @@ async fn a_crashed_download_frees_its_slot_within_a_minute(backend: Backend) {
     )
     .await;
     assert!(again.is_ok(), "{again:?}");
-    assert!(download::CLAIM_LIFETIME <= 60);
+    const { assert!(download::CLAIM_LIFETIME <= 60) };
 }
 
 async fn a_running_download_keeps_its_claim(backend: Backend) {
@@ -271,14 +280,8 @@ async fn a_running_download_keeps_its_claim(backend: Backend) {
     w.app.clock.advance(50);
     let t = transfers::get(w.app.db(), id).await.unwrap().unwrap();
     let item = download::Item::Payload(Vec::new());
-    let second = download::begin(
-        w.app.db(),
-        w.app.clock.now(),
-        &t,
-        &item,
-        &recipient_actor(),
-    )
-    .await;
+    let second =
+        download::begin(w.app.db(), w.app.clock.now(), &t, &item, &recipient_actor()).await;
     assert!(
         matches!(second, Err(safehand_server::Error::Unavailable)),
         "the running download lost its slot: {second:?}"

@@ -1131,7 +1131,12 @@ async fn upload_cut_off_leaves_no_transfer_and_no_blob(backend: Backend) {
             ]),
         )
         .await;
-        assert_eq!(page.status, StatusCode::PAYLOAD_TOO_LARGE, "{sizes:?}: {}", page.body);
+        assert_eq!(
+            page.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{sizes:?}: {}",
+            page.body
+        );
         page.assert_contains("the most you can send is 5 GiB");
     }
     // Without the CSRF header the page's upload is refused.
