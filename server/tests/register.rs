@@ -345,6 +345,18 @@ async fn csv_import_reports_every_bad_row_and_imports_nothing(backend: Backend) 
     .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     page.assert_contains("2 assets imported");
+    // A file past the upload limit is refused with 413 and the limit, and imports nothing.
+    let big = vec![b'a'; 11 * 1024 * 1024];
+    let page = upload(
+        &app,
+        &mut jar,
+        "/register/import",
+        &[],
+        ("file", "big.csv", &big),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", page.body);
+    page.assert_contains("a limit of 10 MiB");
     app.jar = jar;
     let usb = safehand_server::register::assets::by_tag(app.db(), "usb-7")
         .await

@@ -857,8 +857,8 @@ async fn oversized_and_malformed_forms_change_nothing(backend: Backend) {
             ],
         )
         .await;
-    assert_eq!(page.status, StatusCode::BAD_REQUEST);
-    page.assert_contains("The form was too large");
+    assert_eq!(page.status, StatusCode::PAYLOAD_TOO_LARGE);
+    page.assert_contains("larger than its limit of 64 KiB");
     let long_name = "n".repeat(101);
     let page = app
         .post(

@@ -1,6 +1,7 @@
 //! The approver's pages and API (policy P7): the queue of held transfers, one transfer with
 //! everything except its content and passphrase, approve or reject with a reason.
 
+use super::extract::JsonBody;
 use super::extract::{Approver, Authenticated};
 use super::form::{CsrfToken, Form};
 use super::templates::{render, when, FormErrors, Layout};
@@ -374,7 +375,7 @@ async fn api_approve_post(
     State(state): State<AppState>,
     Approver(auth): Approver,
     Path(id): Path<i64>,
-    Json(body): Json<DecisionBody>,
+    JsonBody(body): JsonBody<DecisionBody>,
 ) -> Result<Json<serde_json::Value>> {
     api_decide(&state, &auth, id, &body.reason, Decision::Approve).await
 }
@@ -383,7 +384,7 @@ async fn api_reject_post(
     State(state): State<AppState>,
     Approver(auth): Approver,
     Path(id): Path<i64>,
-    Json(body): Json<DecisionBody>,
+    JsonBody(body): JsonBody<DecisionBody>,
 ) -> Result<Json<serde_json::Value>> {
     api_decide(&state, &auth, id, &body.reason, Decision::Reject).await
 }

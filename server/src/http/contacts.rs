@@ -2,6 +2,7 @@
 //! directory; staff see it, and may add and verify contacts when the policy allows.
 
 use super::extract::Authenticated;
+use super::extract::JsonBody;
 use super::form::{CsrfToken, Form};
 use super::templates::{render, when, FormErrors, Layout};
 use crate::accounts::Role;
@@ -498,7 +499,7 @@ struct NewContact {
 async fn api_contacts_post(
     State(state): State<AppState>,
     auth: Authenticated,
-    Json(body): Json<NewContact>,
+    JsonBody(body): JsonBody<NewContact>,
 ) -> Result<Response> {
     let policy = policy::load(&state.db).await?;
     if !rights(&auth, &policy).add {
@@ -533,7 +534,7 @@ async fn api_contact_verify_post(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(id): Path<i64>,
-    Json(body): Json<NewVerification>,
+    JsonBody(body): JsonBody<NewVerification>,
 ) -> Result<Response> {
     let policy = policy::load(&state.db).await?;
     if !rights(&auth, &policy).verify {

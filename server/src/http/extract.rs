@@ -322,3 +322,32 @@ impl FromRequestParts<AppState> for Pending {
         })
     }
 }
+
+/// A JSON request body whose refusals are the API's own errors: past the body limit a 413 that
+/// names the limit, otherwise a 400 saying what is wrong with the JSON (axum's own rejections
+/// are plain text without a code an API client can read).
+pub(crate) struct JsonBody<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Error> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(JsonBody(v)),
+            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(Error::TooLarge(format!(
+                    "The request body is larger than its limit of {} KiB. Nothing was changed; send less.",
+                    super::MAX_FORM_BYTES / 1024
+                )))
+            }
+            Err(e) => Err(Error::BadInput(format!(
+                "The request body is not the JSON this call expects ({}). Nothing was changed; send `Content-Type: application/json` and the fields in the API description.",
+                e.body_text()
+            ))),
+        }
+    }
+}

@@ -109,8 +109,8 @@ impl FromRequest<AppState> for Form {
             ));
         }
         let bytes = to_bytes(body, super::MAX_FORM_BYTES).await.map_err(|_| {
-            Error::BadInput(format!(
-                "The form was too large (more than {} KB). Shorten what you typed and try again.",
+            Error::TooLarge(format!(
+                "The form was larger than its limit of {} KiB. Nothing was saved; shorten what you typed and try again.",
                 super::MAX_FORM_BYTES / 1024
             ))
         })?;
@@ -198,20 +198,27 @@ impl FromRequest<AppState> for UploadForm {
                         .into(),
                 )
             })?;
-        let too_large = || {
-            Error::BadInput(
-                "The upload was too large or was cut off. Choose a smaller file and try again."
-                    .into(),
-            )
+        let too_large = |e: axum::extract::multipart::MultipartError| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                Error::TooLarge(format!(
+                    "The upload is larger than this page accepts (a limit of {} MiB for the file and the form together). Nothing was saved; choose a smaller file and try again.",
+                    super::register::UPLOAD_BODY_LIMIT / (1024 * 1024)
+                ))
+            } else {
+                Error::BadInput(
+                    "The upload was cut off or could not be read. Nothing was saved; try again."
+                        .into(),
+                )
+            }
         };
         let mut fields = Vec::new();
         let mut files = Vec::new();
-        while let Some(field) = multipart.next_field().await.map_err(|_| too_large())? {
+        while let Some(field) = multipart.next_field().await.map_err(too_large)? {
             let name = field.name().unwrap_or("").to_string();
             match field.file_name().map(str::to_string) {
                 Some(file_name) => {
                     let content_type = field.content_type().unwrap_or("").to_string();
-                    let bytes = field.bytes().await.map_err(|_| too_large())?;
+                    let bytes = field.bytes().await.map_err(too_large)?;
                     files.push(UploadedFile {
                         field: name,
                         file_name,
@@ -220,7 +227,7 @@ impl FromRequest<AppState> for UploadForm {
                     });
                 }
                 None => {
-                    let text = field.text().await.map_err(|_| too_large())?;
+                    let text = field.text().await.map_err(too_large)?;
                     if text.contains('\0') {
                         return Err(Error::BadInput(
                             "The form contained characters the service cannot accept.".into(),

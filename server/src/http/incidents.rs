@@ -3,6 +3,7 @@
 //! (admins; the reporter sees their own), the assessment and closing (admins), and the record
 //! exported as PDF and JSON.
 
+use super::extract::JsonBody;
 use super::extract::{Admin, Authenticated};
 use super::form::{CsrfToken, Form};
 use super::templates::{render, when, FormErrors, Layout};
@@ -642,7 +643,7 @@ async fn api_report_post(
     State(state): State<AppState>,
     auth: Authenticated,
     Path(id): Path<i64>,
-    Json(body): Json<incidents::Report>,
+    JsonBody(body): JsonBody<incidents::Report>,
 ) -> Result<Response> {
     let t = reportable(&state, &auth, id).await?;
     let checked = body
@@ -657,7 +658,7 @@ async fn api_assess_post(
     State(state): State<AppState>,
     Admin(auth): Admin,
     Path(id): Path<i64>,
-    Json(body): Json<AssessmentInput>,
+    JsonBody(body): JsonBody<AssessmentInput>,
 ) -> Result<Json<serde_json::Value>> {
     let i = admin_incident(&state, id).await?;
     let a = body.check().map_err(problems_message)?;

@@ -1,5 +1,6 @@
 //! The admin's transfer policy page and API: settings and allowed recipient domains.
 
+use super::extract::JsonBody;
 use super::extract::{Admin, Authenticated};
 use super::form::{CsrfToken, Form};
 use super::templates::{render, FormErrors, Layout};
@@ -318,7 +319,7 @@ async fn api_policy_get(
 async fn api_policy_put(
     State(state): State<AppState>,
     Admin(auth): Admin,
-    Json(p): Json<Policy>,
+    JsonBody(p): JsonBody<Policy>,
 ) -> Result<Json<Policy>> {
     policy::save(&state.db, state.clock.now(), &auth.actor(), &p).await?;
     Ok(Json(policy::load(&state.db).await?))
@@ -341,7 +342,7 @@ struct DomainBody {
 async fn api_domains_post(
     State(state): State<AppState>,
     Admin(auth): Admin,
-    Json(body): Json<DomainBody>,
+    JsonBody(body): JsonBody<DomainBody>,
 ) -> Result<Response> {
     let p =
         contacts::add_domain(&state.db, state.clock.now(), &auth.actor(), &body.pattern).await?;
@@ -351,7 +352,7 @@ async fn api_domains_post(
 async fn api_domains_delete(
     State(state): State<AppState>,
     Admin(auth): Admin,
-    Json(body): Json<DomainBody>,
+    JsonBody(body): JsonBody<DomainBody>,
 ) -> Result<Response> {
     contacts::remove_domain(
         &state.db,

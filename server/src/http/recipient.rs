@@ -3,6 +3,7 @@
 //! address is only recorded in the audit log, as evidence for an incident. A code, the
 //! passphrase and each download are separate steps. Any link that cannot be used gets the same page, revealing nothing.
 
+use super::extract::JsonBody;
 use super::extract::{cookie, ClientAddress};
 use super::form::{CsrfToken, Form};
 use super::templates::{render, FormErrors, Layout};
@@ -50,7 +51,7 @@ async fn api_code_post(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
     Path(token): Path<String>,
-    Json(_): Json<serde_json::Value>,
+    JsonBody(_): JsonBody<serde_json::Value>,
 ) -> Result<Response> {
     let now = state.clock.now();
     let t = recipient::by_link(&state.db, now, &token).await?;
@@ -73,7 +74,7 @@ async fn api_session_post(
     State(state): State<AppState>,
     ClientAddress(address): ClientAddress,
     Path(token): Path<String>,
-    Json(body): Json<CodeBody>,
+    JsonBody(body): JsonBody<CodeBody>,
 ) -> Result<Response> {
     let now = state.clock.now();
     let t = recipient::by_link(&state.db, now, &token).await?;

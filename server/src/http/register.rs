@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 /// Body limit of the upload forms: the 10 MiB destruction certificate plus the form around it.
-const UPLOAD_BODY_LIMIT: usize = certificates::MAX_DESTRUCTION_FILE_BYTES + 64 * 1024;
+pub(super) const UPLOAD_BODY_LIMIT: usize = certificates::MAX_DESTRUCTION_FILE_BYTES + 64 * 1024;
 
 pub(super) fn router() -> Router<AppState> {
     let uploads = Router::new()

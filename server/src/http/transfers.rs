@@ -1,6 +1,7 @@
 //! Staff pages and API for transfers: the send page (files streamed with a progress bar and
 //! sealed on the fly), the passphrase shown once, the dashboard with receipts, recall.
 
+use super::extract::JsonBody;
 use super::extract::{Authenticated, Staff};
 use super::form::{CsrfHeader, CsrfToken, Form};
 use super::templates::{render, when, FormErrors, Layout};
@@ -115,6 +116,30 @@ impl Upload {
     }
 }
 
+/// Reads a part that is buffered in memory, refusing it (413, naming the limit) as soon as it
+/// passes `limit` bytes, before the rest of it is read.
+async fn small_part(
+    mut field: axum::extract::multipart::Field<'_>,
+    limit: usize,
+    name: &str,
+) -> Result<String> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(multipart_error)? {
+        if buf.len() + chunk.len() > limit {
+            return Err(Error::TooLarge(format!(
+                "The `{name}` part is larger than its limit of {} KiB. Nothing was sent; send only the transfer's details there, and the files as `file` parts.",
+                limit / 1024
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    String::from_utf8(buf).map_err(|_| {
+        Error::BadInput(format!(
+            "The `{name}` part is not UTF-8 text. Nothing was sent; send it as JSON."
+        ))
+    })
+}
+
 /// Reads `details` (JSON), then either `file` parts (sealed here) or one `payload` part (an
 /// `.age` file sealed by the sender). Nothing is left behind when anything fails.
 async fn receive(
@@ -131,7 +156,7 @@ async fn receive(
                 "The upload must start with a `details` part (JSON) before any file.".into(),
             ));
         };
-        let text = first.text().await.map_err(multipart_error)?;
+        let text = small_part(first, transfers::MAX_DETAILS_BYTES, "details").await?;
         serde_json::from_str(&text).map_err(|e| {
             Error::BadInput(format!(
                 "The `details` part is not valid JSON for a transfer: {e}"
@@ -818,7 +843,7 @@ async fn api_release_post(
     State(state): State<AppState>,
     Staff(auth): Staff,
     Path(id): Path<i64>,
-    Json(body): Json<ReleaseBody>,
+    JsonBody(body): JsonBody<ReleaseBody>,
 ) -> Result<Json<serde_json::Value>> {
     let t = transfers::get_for_sender(&state.db, id, auth.user.id).await?;
     if !body.will_phone {

@@ -56,6 +56,11 @@ pub const CLASSIFICATIONS: [&str; 2] = ["OFFICIAL", "OFFICIAL-SENSITIVE"];
 /// Most files in one transfer.
 pub const MAX_FILES: usize = 100;
 
+/// The most an upload's `details` part may hold. It carries a contact, a purpose, a
+/// classification and at most [`MAX_FILES`] names, so 64 KiB is far more than a real transfer
+/// needs; it is read into memory, so it must be small.
+pub const MAX_DETAILS_BYTES: usize = 64 * 1024;
+
 /// How long an unconfirmed (`sealed`) transfer waits for its sender before it is discarded.
 pub const UNCONFIRMED_LIFETIME: i64 = 24 * 3600;
 
