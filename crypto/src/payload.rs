@@ -356,7 +356,6 @@ impl Read for ExactReader<'_> {
     }
 }
 
-/// Largest value an 11-digit octal ustar size field holds.
 /// The process's umask (Linux reports it in /proc/self/status; 022, the usual default,
 /// elsewhere or if it cannot be read). Read once: `umask(2)` itself would need `unsafe` and
 /// changes the mask to read it.
@@ -376,6 +375,7 @@ fn process_umask() -> u32 {
     })
 }
 
+/// Largest value an 11-digit octal ustar size field holds.
 const USTAR_MAX_SIZE: u64 = 0o77777777777;
 
 /// Appends an entry's header (with a pax header first when needed). The content follows from

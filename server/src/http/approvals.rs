@@ -1,8 +1,7 @@
 //! The approver's pages and API (policy P7): the queue of held transfers, one transfer with
 //! everything except its content and passphrase, approve or reject with a reason.
 
-use super::extract::JsonBody;
-use super::extract::{Approver, Authenticated};
+use super::extract::{Approver, Authenticated, JsonBody};
 use super::form::{CsrfToken, Form};
 use super::templates::{render, when, FormErrors, Layout};
 use super::transfers::transfer_json;

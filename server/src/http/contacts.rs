@@ -1,8 +1,7 @@
 //! The contacts directory pages and API: list, add, change, verify, remove. Admins manage the
 //! directory; staff see it, and may add and verify contacts when the policy allows.
 
-use super::extract::Authenticated;
-use super::extract::JsonBody;
+use super::extract::{Authenticated, JsonBody};
 use super::form::{CsrfToken, Form};
 use super::templates::{render, when, FormErrors, Layout};
 use crate::accounts::Role;

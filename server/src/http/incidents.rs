@@ -3,8 +3,7 @@
 //! (admins; the reporter sees their own), the assessment and closing (admins), and the record
 //! exported as PDF and JSON.
 
-use super::extract::JsonBody;
-use super::extract::{Admin, Authenticated};
+use super::extract::{Admin, Authenticated, JsonBody};
 use super::form::{CsrfToken, Form};
 use super::templates::{render, when, FormErrors, Layout};
 use crate::accounts::Role;

@@ -1,7 +1,6 @@
 //! The admin's transfer policy page and API: settings and allowed recipient domains.
 
-use super::extract::JsonBody;
-use super::extract::{Admin, Authenticated};
+use super::extract::{Admin, Authenticated, JsonBody};
 use super::form::{CsrfToken, Form};
 use super::templates::{render, FormErrors, Layout};
 use crate::contacts;

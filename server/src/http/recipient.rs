@@ -3,8 +3,7 @@
 //! address is only recorded in the audit log, as evidence for an incident. A code, the
 //! passphrase and each download are separate steps. Any link that cannot be used gets the same page, revealing nothing.
 
-use super::extract::JsonBody;
-use super::extract::{cookie, ClientAddress};
+use super::extract::{cookie, ClientAddress, JsonBody};
 use super::form::{CsrfToken, Form};
 use super::templates::{render, FormErrors, Layout};
 use crate::transfers::download::{self, Item};

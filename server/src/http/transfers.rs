@@ -1,8 +1,7 @@
 //! Staff pages and API for transfers: the send page (files streamed with a progress bar and
 //! sealed on the fly), the passphrase shown once, the dashboard with receipts, recall.
 
-use super::extract::JsonBody;
-use super::extract::{Authenticated, Staff};
+use super::extract::{Authenticated, JsonBody, Staff};
 use super::form::{CsrfHeader, CsrfToken, Form};
 use super::templates::{render, when, FormErrors, Layout};
 use crate::contacts::{self, Contact, ContactError, Problems};
