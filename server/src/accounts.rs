@@ -6,7 +6,7 @@ use crate::audit::{self, Actor};
 use crate::clock::UnixTime;
 use crate::db::{opt_i64, Db};
 use crate::error::{Error, Result};
-use crate::keys::{new_token, token_hash, ServerKeys};
+use crate::keys::{new_token, same_bytes, token_hash, ServerKeys};
 use rand::Rng;
 use serde_json::json;
 use sqlx::Row;
@@ -601,10 +601,7 @@ pub async fn reset_totp(db: &Db, now: UnixTime, actor: &Actor, user: &User) -> R
         .bind(user.id)
         .execute(&mut *tx)
         .await?;
-    sqlx::query("delete from recovery_codes where user_id = $1")
-        .bind(user.id)
-        .execute(&mut *tx)
-        .await?;
+    delete_recovery_codes(&mut tx, user.id).await?;
     crate::sessions::end_all(&mut tx, user.id, None).await?;
     audit::append(&mut tx, now, actor, "totp_reset", &user.email, json!({})).await?;
     tx.commit().await?;
@@ -832,35 +829,111 @@ pub async fn check_code(
     }
     let normalised = normalise_recovery_code(code);
     if normalised.len() == 10 {
-        let hash = keys.recovery_code_hash(user.id, &normalised);
-        let used = sqlx::query(
-            "update recovery_codes set used_at = $1 where code_hash = $2 and user_id = $3 and used_at is null",
-        )
-        .bind(now)
-        .bind(&hash)
-        .bind(user.id)
-        .execute(&mut *conn)
-        .await?;
-        if used.rows_affected() == 1 {
-            let row = sqlx::query(
-                "select count(*) as n from recovery_codes where user_id = $1 and used_at is null",
-            )
-            .bind(user.id)
-            .fetch_one(&mut *conn)
-            .await?;
-            return Ok(CodeCheck::Recovery {
-                left: row.try_get("n")?,
-            });
-        }
-        let exists = sqlx::query("select used_at from recovery_codes where code_hash = $1")
-            .bind(&hash)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if exists.is_some() {
-            return Ok(CodeCheck::Replayed);
+        if let Some(check) = use_recovery_code(conn, keys, now, user.id, &normalised).await? {
+            return Ok(check);
         }
     }
     Ok(CodeCheck::Wrong)
+}
+
+/// The sealing context of a user's recovery codes (see [`crate::key_rotation`]).
+fn recovery_context(user_id: i64) -> String {
+    format!("recovery-code:{user_id}")
+}
+
+/// Uses one of `user_id`'s recovery codes if `normalised` is one: `None` when it is none of
+/// them. Codes are sealed under the server key and compared in constant time; the update that
+/// marks a code used is conditional, so two requests cannot both use it.
+async fn use_recovery_code(
+    conn: &mut sqlx::AnyConnection,
+    keys: &ServerKeys,
+    now: UnixTime,
+    user_id: i64,
+    normalised: &str,
+) -> Result<Option<CodeCheck>> {
+    let rows = sqlx::query(
+        "select code_id, code_sealed, used_at from sealed_recovery_codes where user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let context = recovery_context(user_id);
+    let mut found = None;
+    for row in &rows {
+        let sealed: Vec<u8> = row.try_get("code_sealed")?;
+        let code = keys.unseal(&context, &sealed)?;
+        // Every stored code is compared, so the time taken does not say which one matched.
+        if same_bytes(&code, normalised.as_bytes()) {
+            found = Some((
+                row.try_get::<i64, _>("code_id")?,
+                row.try_get::<Option<i64>, _>("used_at")?,
+            ));
+        }
+    }
+    let used = match found {
+        Some((_, Some(_))) => return Ok(Some(CodeCheck::Replayed)),
+        Some((code_id, None)) => sqlx::query(
+            "update sealed_recovery_codes set used_at = $1 where code_id = $2 and used_at is null",
+        )
+        .bind(now)
+        .bind(code_id)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected(),
+        None => {
+            // A code made before codes were sealed (a keyed hash; retired by the next key
+            // rotation).
+            let hash = keys.recovery_code_hash(user_id, normalised);
+            let used = sqlx::query(
+                "update recovery_codes set used_at = $1 where code_hash = $2 and user_id = $3 and used_at is null",
+            )
+            .bind(now)
+            .bind(&hash)
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if used == 0 {
+                let exists = sqlx::query("select used_at from recovery_codes where code_hash = $1")
+                    .bind(&hash)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                if exists.is_none() {
+                    return Ok(None);
+                }
+            }
+            used
+        }
+    };
+    if used != 1 {
+        return Ok(Some(CodeCheck::Replayed));
+    }
+    Ok(Some(CodeCheck::Recovery {
+        left: unused_recovery_codes(conn, user_id).await?,
+    }))
+}
+
+/// How many unused recovery codes `user_id` has.
+async fn unused_recovery_codes(conn: &mut sqlx::AnyConnection, user_id: i64) -> Result<i64> {
+    let row = sqlx::query(
+        "select (select count(*) from sealed_recovery_codes where user_id = $1 and used_at is null) \
+              + (select count(*) from recovery_codes where user_id = $1 and used_at is null) as n",
+    )
+    .bind(user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(row.try_get("n")?)
+}
+
+/// Deletes every recovery code of `user_id`.
+async fn delete_recovery_codes(conn: &mut sqlx::AnyConnection, user_id: i64) -> Result<()> {
+    for table in ["sealed_recovery_codes", "recovery_codes"] {
+        sqlx::query(&format!("delete from {table} where user_id = $1"))
+            .bind(user_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 const RECOVERY_ALPHABET: &[u8] = b"abcdefghjkmnpqrstuvwxyz23456789";
@@ -872,27 +945,27 @@ fn normalise_recovery_code(code: &str) -> String {
         .collect()
 }
 
-/// Replaces a user's recovery codes with ten new ones (returned once, stored only hashed).
+/// Replaces a user's recovery codes with ten new ones (returned once, stored only sealed).
 pub async fn new_recovery_codes(
     conn: &mut sqlx::AnyConnection,
     keys: &ServerKeys,
     user_id: i64,
 ) -> Result<Vec<String>> {
-    sqlx::query("delete from recovery_codes where user_id = $1")
-        .bind(user_id)
-        .execute(&mut *conn)
-        .await?;
+    delete_recovery_codes(conn, user_id).await?;
+    let context = recovery_context(user_id);
     let mut codes = Vec::with_capacity(10);
     for _ in 0..10 {
-        let raw: String = {
+        let raw: Zeroizing<String> = {
             let mut rng = rand::rngs::OsRng;
-            (0..10)
-                .map(|_| RECOVERY_ALPHABET[rng.gen_range(0..RECOVERY_ALPHABET.len())] as char)
-                .collect()
+            Zeroizing::new(
+                (0..10)
+                    .map(|_| RECOVERY_ALPHABET[rng.gen_range(0..RECOVERY_ALPHABET.len())] as char)
+                    .collect(),
+            )
         };
-        sqlx::query("insert into recovery_codes (code_hash, user_id) values ($1, $2)")
-            .bind(keys.recovery_code_hash(user_id, &raw))
+        sqlx::query("insert into sealed_recovery_codes (user_id, code_sealed) values ($1, $2)")
             .bind(user_id)
+            .bind(keys.seal(&context, raw.as_bytes()))
             .execute(&mut *conn)
             .await?;
         codes.push(format!("{}-{}", &raw[..5], &raw[5..]));
@@ -902,13 +975,8 @@ pub async fn new_recovery_codes(
 
 /// How many unused recovery codes a user has.
 pub async fn recovery_codes_left(db: &Db, user_id: i64) -> Result<i64> {
-    let row = sqlx::query(
-        "select count(*) as n from recovery_codes where user_id = $1 and used_at is null",
-    )
-    .bind(user_id)
-    .fetch_one(db.pool())
-    .await?;
-    Ok(row.try_get("n")?)
+    let mut conn = db.pool().acquire().await?;
+    unused_recovery_codes(&mut conn, user_id).await
 }
 
 /// Computes the current code for a base32 secret, as an authenticator app would (tests and

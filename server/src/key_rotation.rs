@@ -7,8 +7,14 @@
 //! already done are skipped, and the key files are swapped last. While `server.key.next`
 //! exists the server refuses to start and says how to finish.
 //!
-//! Tables with sealed columns are listed in [`SEALED_COLUMNS`]: a feature that seals a new
-//! column adds it there (the rotation test checks every listed column).
+//! Sealed columns are listed in [`SEALED_COLUMNS`]: a feature that seals a new column adds it
+//! there (the rotation test fails on any value left under the old key, in any column).
+//!
+//! The keyed hashes (CSRF tokens, recipient codes, older recovery codes) are derived from the
+//! server key too, so after a rotation the old key can compute none of them. Stored hashes
+//! cannot be keyed again: recovery codes are therefore sealed, not hashed; recipient codes
+//! still waiting to be used expire (the recipient asks for a new one, as after ten minutes);
+//! and recovery codes hashed by an older release are retired, naming their owners.
 
 use crate::audit::{self, Actor};
 use crate::clock::UnixTime;
@@ -20,79 +26,102 @@ use sqlx::Row;
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
 
-/// A column holding values sealed with [`ServerKeys::seal`] under the context
-/// `context_prefix` followed by the row's integer id.
+/// A column holding values sealed with [`ServerKeys::seal`]. The SQL fragments name the
+/// table's columns unqualified or as `table.column`, and run on SQLite and PostgreSQL.
 #[derive(Clone, Copy, Debug)]
 pub struct SealedColumn {
     /// The table.
     pub table: &'static str,
-    /// Its integer primary key.
-    pub id_column: &'static str,
     /// The sealed column (`blob`/`bytea`, may be null).
     pub column: &'static str,
-    /// The sealing context without the id, e.g. `totp-seed:`.
-    pub context_prefix: &'static str,
+    /// SQL giving each row a unique text key (paging and the compare-and-set update).
+    pub row_key: &'static str,
+    /// SQL giving the row's sealing context, exactly as the code that seals it builds it.
+    pub context: &'static str,
 }
 
-/// Every sealed column. Add new ones here.
+/// Every sealed column: the rotation seals each again, and the rotation test looks for values
+/// under the old key in every column of every table, so a sealed column missing here fails it.
 pub const SEALED_COLUMNS: &[SealedColumn] = &[
     SealedColumn {
         table: "users",
-        id_column: "user_id",
         column: "totp_seed",
-        context_prefix: "totp-seed:",
+        row_key: "cast(user_id as text)",
+        context: "'totp-seed:' || cast(user_id as text)",
     },
     SealedColumn {
         table: "users",
-        id_column: "user_id",
         column: "totp_pending",
-        context_prefix: "totp-pending:",
+        row_key: "cast(user_id as text)",
+        context: "'totp-pending:' || cast(user_id as text)",
+    },
+    SealedColumn {
+        table: "sealed_recovery_codes",
+        column: "code_sealed",
+        row_key: "cast(code_id as text)",
+        context: "'recovery-code:' || cast(user_id as text)",
     },
     SealedColumn {
         table: "incidents",
-        id_column: "incident_id",
         column: "description_sealed",
-        context_prefix: "incident-description:",
+        row_key: "cast(incident_id as text)",
+        context: "'incident-description:' || cast(incident_id as text)",
     },
     SealedColumn {
         table: "incidents",
-        id_column: "incident_id",
         column: "assessment_sealed",
-        context_prefix: "incident-assessment:",
+        row_key: "cast(incident_id as text)",
+        context: "'incident-assessment:' || cast(incident_id as text)",
+    },
+    SealedColumn {
+        table: "transfers",
+        column: "details_sealed",
+        row_key: "cast(transfer_id as text)",
+        context: "'transfer-details:' || blob_key",
+    },
+    SealedColumn {
+        table: "transfers",
+        column: "decision_reason_sealed",
+        row_key: "cast(transfer_id as text)",
+        context: "'transfer-decision:' || blob_key",
+    },
+    SealedColumn {
+        table: "transfer_files",
+        column: "name_sealed",
+        row_key: "cast(transfer_files.transfer_id as text) || ':' || cast(transfer_files.position as text)",
+        context: "(select 'transfer-file:' || transfers.blob_key || ':' || cast(transfer_files.position as text) \
+                  from transfers where transfers.transfer_id = transfer_files.transfer_id)",
+    },
+    SealedColumn {
+        table: "recipient_sessions",
+        column: "file_key_sealed",
+        row_key: "session_hash",
+        context: "'recipient-file-key:' || session_hash",
     },
 ];
 
-/// The `server_secrets` row holding the root of the keyed hashes after a rotation.
+/// The `server_secrets` row that, on data from before keyed hashes followed the server key,
+/// holds the first server key as the root of the keyed hashes. The next rotation deletes it.
 const HMAC_ROOT: &str = "hmac-root";
 const HMAC_ROOT_CONTEXT: &str = "server-secret:hmac-root";
 
-/// Reads the secrets the database keeps under the server key (the HMAC root after a rotation)
-/// into `keys`. Call once at start-up, after migrations.
+/// Reads the secrets the database keeps under the server key into `keys`: only an HMAC root
+/// left by an older release's rotation, until the next rotation removes it. Call once at
+/// start-up, after migrations.
 pub async fn load_server_secrets(db: &Db, keys: ServerKeys) -> Result<ServerKeys> {
-    match stored_hmac_root(db, &[&keys]).await? {
-        Some(root) => Ok(keys.with_hmac_root(&root)),
-        None => Ok(keys),
-    }
-}
-
-/// The stored HMAC root, opened with whichever of `keys` it names.
-async fn stored_hmac_root(db: &Db, keys: &[&ServerKeys]) -> Result<Option<Zeroizing<[u8; 32]>>> {
     let row = sqlx::query("select sealed from server_secrets where name = $1")
         .bind(HMAC_ROOT)
         .fetch_optional(db.pool())
         .await?;
-    let Some(row) = row else { return Ok(None) };
+    let Some(row) = row else { return Ok(keys) };
     let sealed: Vec<u8> = row.try_get("sealed")?;
-    let key = keys
-        .iter()
-        .find(|k| ServerKeys::sealed_key_id(&sealed) == Some(k.id()))
-        .unwrap_or(&keys[0]);
-    let root = key.unseal(HMAC_ROOT_CONTEXT, &sealed)?;
-    let root: [u8; 32] = root
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::Internal("the stored HMAC root is not 32 bytes".into()))?;
-    Ok(Some(Zeroizing::new(root)))
+    let root = keys.unseal(HMAC_ROOT_CONTEXT, &sealed)?;
+    let root: Zeroizing<[u8; 32]> = Zeroizing::new(
+        root.as_slice()
+            .try_into()
+            .map_err(|_| Error::Internal("the stored HMAC root is not 32 bytes".into()))?,
+    );
+    Ok(keys.with_hmac_root(&root))
 }
 
 /// Where a rotation keeps the new key until it is finished.
@@ -120,6 +149,11 @@ pub struct Rotation {
     pub already_done: u64,
     /// Where the old key file now is.
     pub retired_key_file: PathBuf,
+    /// People whose recovery codes (made before codes were sealed) were retired: they make new
+    /// ones on their account page.
+    pub retired_recovery_codes: Vec<String>,
+    /// Recipient codes not yet used that expired (they were keyed under the old key).
+    pub expired_recipient_codes: u64,
 }
 
 /// Options for [`rotate`].
@@ -170,6 +204,8 @@ pub async fn rotate(
                 resealed: 0,
                 already_done: 0,
                 retired_key_file: retired,
+                retired_recovery_codes: Vec::new(),
+                expired_recipient_codes: 0,
             });
         }
         return Err(Error::BadInput(format!(
@@ -186,11 +222,6 @@ pub async fn rotate(
         sync_dir(&next_path);
         keys
     };
-    // An interrupted run may already have sealed the HMAC root under the new key.
-    let old = match stored_hmac_root(db, &[&old, &new]).await? {
-        Some(root) => old.with_hmac_root(&root),
-        None => old,
-    };
     if new.id() == old.id() {
         return Err(Error::Internal(format!(
             "{} holds the same key as {}; remove it and run the rotation again",
@@ -198,33 +229,21 @@ pub async fn rotate(
             key_file.display()
         )));
     }
-    // The keyed hashes keep their root: seal it under the new key.
-    let new = new.with_hmac_root(old.hmac_root());
-    let mut tx = db.begin().await?;
-    sqlx::query("delete from server_secrets where name = $1")
-        .bind(HMAC_ROOT)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("insert into server_secrets (name, sealed) values ($1, $2)")
-        .bind(HMAC_ROOT)
-        .bind(new.seal(HMAC_ROOT_CONTEXT, old.hmac_root()))
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
 
     let mut resealed = 0u64;
     let mut already_done = 0u64;
     for col in SEALED_COLUMNS {
-        let mut after = i64::MIN;
+        let mut after = String::new();
         loop {
             let rows = sqlx::query(&format!(
-                "select {id} as id, {col} as sealed from {table} \
-                 where {col} is not null and {id} > $1 order by {id} limit 200",
-                id = col.id_column,
+                "select {key} as k, {context} as ctx, {col} as sealed from {table} \
+                 where {col} is not null and {key} > $1 order by {key} limit 200",
+                key = col.row_key,
+                context = col.context,
                 col = col.column,
                 table = col.table
             ))
-            .bind(after)
+            .bind(&after)
             .fetch_all(db.pool())
             .await?;
             if rows.is_empty() {
@@ -232,8 +251,9 @@ pub async fn rotate(
             }
             let mut tx = db.begin().await?;
             for row in &rows {
-                let id: i64 = row.try_get("id")?;
-                after = id;
+                let key: String = row.try_get("k")?;
+                after = key.clone();
+                let context: String = row.try_get("ctx")?;
                 let sealed: Vec<u8> = row.try_get("sealed")?;
                 if ServerKeys::sealed_key_id(&sealed) == Some(new.id()) {
                     already_done += 1;
@@ -245,23 +265,22 @@ pub async fn rotate(
                         "rotation stopped after {resealed} values (test); run it again to finish"
                     )));
                 }
-                let context = format!("{}{id}", col.context_prefix);
                 let plain = old.unseal(&context, &sealed).map_err(|e| match e {
                     Error::SealedUnderOtherKey { .. } | Error::Unseal => Error::Internal(format!(
-                        "{}.{} of row {id} cannot be opened with the current key {} ({e}); nothing else was changed in that row",
+                        "{}.{} of row {key} cannot be opened with the current key {} ({e}); nothing else was changed in that row",
                         col.table, col.column, old.id_hex()
                     )),
                     e => e,
                 })?;
                 // Compare-and-set: a row changed meanwhile is left for the next run.
                 sqlx::query(&format!(
-                    "update {table} set {col} = $1 where {id} = $2 and {col} = $3",
-                    id = col.id_column,
+                    "update {table} set {col} = $1 where {key} = $2 and {col} = $3",
+                    key = col.row_key,
                     col = col.column,
                     table = col.table
                 ))
                 .bind(new.seal(&context, &plain))
-                .bind(id)
+                .bind(&key)
                 .bind(&sealed)
                 .execute(&mut *tx)
                 .await?;
@@ -299,14 +318,49 @@ pub async fn rotate(
     let mut retired_name = key_file.file_name().unwrap_or_default().to_os_string();
     retired_name.push(format!(".retired-{date}-{}", old.id_hex()));
     let retired = key_file.with_file_name(retired_name);
+    // The keyed hashes now hang off the new key. What was keyed under the old one cannot be
+    // keyed again (only its hash is stored): recovery codes from before codes were sealed are
+    // retired (their owners are named), and recipient codes not yet used expire (the recipient
+    // asks for a new one). CSRF tokens in open pages are refused once, and the form is shown
+    // again with a fresh one.
     let mut tx = db.begin().await?;
+    let retired_recovery_codes: Vec<String> = sqlx::query(
+        "select distinct users.email as email from recovery_codes \
+         join users on users.user_id = recovery_codes.user_id \
+         where recovery_codes.used_at is null order by users.email",
+    )
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|r| r.try_get("email"))
+    .collect::<std::result::Result<_, _>>()?;
+    sqlx::query("delete from recovery_codes")
+        .execute(&mut *tx)
+        .await?;
+    let expired_recipient_codes = sqlx::query(
+        "update recipient_codes set expires_at = $1 where used_at is null and expires_at > $1",
+    )
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query("delete from server_secrets where name = $1")
+        .bind(HMAC_ROOT)
+        .execute(&mut *tx)
+        .await?;
     audit::append(
         &mut tx,
         now,
         actor,
         "server_key_rotated",
         "server key",
-        json!({ "from": old.id_hex(), "to": new.id_hex(), "resealed": resealed + already_done }),
+        json!({
+            "from": old.id_hex(),
+            "to": new.id_hex(),
+            "resealed": resealed + already_done,
+            "recovery_codes_retired_for": retired_recovery_codes,
+            "recipient_codes_expired": expired_recipient_codes,
+        }),
     )
     .await?;
     tx.commit().await?;
@@ -320,6 +374,8 @@ pub async fn rotate(
         resealed,
         already_done,
         retired_key_file: retired,
+        retired_recovery_codes,
+        expired_recipient_codes,
     })
 }
 

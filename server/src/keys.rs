@@ -6,8 +6,9 @@
 //! Every sealed value names the key it was sealed under (an 8-byte key id derived from the
 //! server key), so a rotation (`safehand-server admin rotate-key`, see [`crate::key_rotation`])
 //! can tell done rows from rows still to do, and a value sealed under another key fails with an
-//! error that says so. The keyed hashes hang off an "HMAC root" that is the first server key
-//! and survives rotations (sealed in the database), so recovery codes stay valid.
+//! error that says so. The keyed hashes are derived from the server key as well, so a
+//! rotation changes them (an older release kept the first key as their root; see
+//! [`crate::key_rotation::load_server_secrets`]).
 
 use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -35,7 +36,6 @@ pub type KeyId = [u8; 8];
 pub struct ServerKeys {
     id: KeyId,
     seal: Zeroizing<[u8; 32]>,
-    hmac_root: Zeroizing<[u8; 32]>,
     csrf: Zeroizing<[u8; 32]>,
     codes: Zeroizing<[u8; 32]>,
 }
@@ -61,25 +61,18 @@ impl ServerKeys {
         let keys = Self {
             id,
             seal: derive(master, b"safehand server key: seal secrets at rest v1"),
-            hmac_root: Zeroizing::new(*master),
             csrf: Zeroizing::new([0u8; 32]),
             codes: Zeroizing::new([0u8; 32]),
         };
         keys.with_hmac_root(master)
     }
 
-    /// Uses `root` (an earlier server key, kept sealed in the database since a rotation) for
-    /// the keyed hashes, so CSRF tokens and recovery codes outlive key rotations.
+    /// Uses `root` (an earlier server key, sealed in the database by an older release's
+    /// rotation) for the keyed hashes, until the next rotation drops it.
     pub fn with_hmac_root(mut self, root: &[u8; 32]) -> Self {
-        self.hmac_root = Zeroizing::new(*root);
         self.csrf = derive(root, b"safehand server key: csrf tokens v1");
         self.codes = derive(root, b"safehand server key: recovery codes v1");
         self
-    }
-
-    /// The root of the keyed hashes (for sealing it during a rotation).
-    pub(crate) fn hmac_root(&self) -> &[u8; 32] {
-        &self.hmac_root
     }
 
     /// This key's id.
@@ -265,8 +258,13 @@ pub fn new_token() -> String {
 
 /// Constant-time comparison of two strings (tokens, CSRF values).
 pub fn same(a: &str, b: &str) -> bool {
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// Constant-time comparison of two byte strings of public length.
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;
-    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+    a.len() == b.len() && bool::from(a.ct_eq(b))
 }
 
 #[cfg(test)]

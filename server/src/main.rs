@@ -97,6 +97,18 @@ async fn run() -> anyhow::Result<ExitCode> {
             "The old key is kept in {}: move it somewhere safe (it opens old backups of the database), or delete it.",
             rotation.retired_key_file.display()
         );
+        if rotation.expired_recipient_codes > 0 {
+            println!(
+                "{} recipient codes waiting to be used have expired: those recipients ask for a new code on their link page.",
+                rotation.expired_recipient_codes
+            );
+        }
+        if !rotation.retired_recovery_codes.is_empty() {
+            println!(
+                "Recovery codes made by an older release were retired; these people should make new ones on their account page: {}.",
+                rotation.retired_recovery_codes.join(", ")
+            );
+        }
         db.close().await;
         return Ok(ExitCode::SUCCESS);
     }

@@ -1228,18 +1228,31 @@ async fn totp_seed_is_stored_encrypted(backend: Backend) {
         !row.0.windows(seed.len()).any(|w| w == seed.as_slice()),
         "the seed is not stored in the clear"
     );
-    // Recovery codes are stored only as keyed hashes.
+    // Recovery codes are stored only sealed (so a key rotation can move them), never in clear.
     use sqlx::Row;
-    let rows = sqlx::query("select code_hash from recovery_codes")
+    let rows = sqlx::query("select code_sealed from sealed_recovery_codes")
         .fetch_all(app.db().pool())
         .await
         .unwrap();
     assert_eq!(rows.len(), 10);
-    let plain = admin.recovery_codes[0].replace('-', "");
-    assert!(rows.iter().all(|r| !r
-        .try_get::<String, _>("code_hash")
-        .unwrap()
-        .contains(&plain)));
+    let legacy: i64 = sqlx::query_scalar("select count(*) from recovery_codes")
+        .fetch_one(app.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(legacy, 0);
+    for code in &admin.recovery_codes {
+        let plain = code.replace('-', "");
+        for r in &rows {
+            let sealed: Vec<u8> = r.try_get("code_sealed").unwrap();
+            assert_eq!(
+                safehand_server::keys::ServerKeys::sealed_key_id(&sealed),
+                Some(app.state.keys.id())
+            );
+            for form in [code.as_bytes(), plain.as_bytes()] {
+                assert!(!sealed.windows(form.len()).any(|w| w == form));
+            }
+        }
+    }
 }
 
 async fn admin_resets_totp_and_password(backend: Backend) {
