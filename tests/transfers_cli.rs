@@ -220,6 +220,15 @@ fn send_list_recall(postgres: bool) {
     let database = Database::new(&rt, postgres, dir.path(), "transfers_cli");
     let token = seed(&rt, &database.url, &dana, &eli);
     let data = dir.path().join("data");
+    // A data folder (and blob folder) made by hand, open to everyone as `mkdir` makes them: the
+    // server makes them private.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for d in [data.clone(), data.join("blobs")] {
+            fs::create_dir_all(&d).unwrap();
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+    }
     let server = start_server_with(&data, &database.url, &smtp.server_args());
     let base = server.base.clone();
     let token_file = dir.path().join("token");
@@ -622,6 +631,20 @@ fn send_list_recall(postgres: bool) {
     // searched for the plaintext and the passphrases.
     let blobs = files_under(&data.join("blobs"));
     assert!(!blobs.is_empty(), "the payloads are in {}", data.display());
+    // Everything the server keeps is for the service account only: folders 0700, files
+    // 0600 (blobs, database, WAL, key), whatever umask the server was started with.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700, "the data folder");
+        assert_eq!(mode(&data.join("blobs")), 0o700, "the blob folder");
+        for f in files_under(&data) {
+            assert_eq!(mode(&f) & 0o077, 0, "{} is open to others", f.display());
+        }
+        for b in &blobs {
+            assert_eq!(mode(b), 0o600, "{}", b.display());
+        }
+    }
     // The link mails went through the SMTP server: one per released transfer, none for the
     // declined one, and nothing was written to the outbox folder instead.
     smtp.wait_for(&dana, "2 link mails", |mails| {

@@ -26,6 +26,8 @@ pub struct Blobs {
     parts_in_flight: usize,
     /// For errors and the admin page (never a secret).
     describe: Arc<str>,
+    /// The folder a local store writes to (finished blobs are made 0600 there).
+    local_dir: Option<Arc<std::path::Path>>,
 }
 
 impl std::fmt::Debug for Blobs {
@@ -73,7 +75,8 @@ pub const S3_PART_SIZE: usize = 5 * 1024 * 1024;
 pub const LOCAL_PART_SIZE: usize = 1024 * 1024;
 
 impl Blobs {
-    /// Blobs as files under `dir` (created, mode 0700, when absent).
+    /// Blobs as files under `dir` (created mode 0700 when absent, made 0700 when open to others).
+    /// Finished blobs are files of mode 0600.
     pub fn local(dir: &std::path::Path) -> Result<Self, Error> {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
@@ -88,6 +91,23 @@ impl Blobs {
                 dir.display()
             ))
         })?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir)
+                .map(|m| m.permissions().mode() & 0o777)
+                .unwrap_or(0o700);
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(
+                    |e| {
+                        Error::Storage(format!(
+                            "the blob folder {} is open to other users (mode {mode:o}) and cannot be made private ({e}); run `chmod 700` on it as its owner",
+                            dir.display()
+                        ))
+                    },
+                )?;
+            }
+        }
         let store = object_store::local::LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| {
                 Error::Storage(format!("cannot use the blob folder {}: {e}", dir.display()))
@@ -98,6 +118,7 @@ impl Blobs {
             part_size: LOCAL_PART_SIZE,
             parts_in_flight: 1,
             describe: format!("the blob folder {}", dir.display()).into(),
+            local_dir: Some(dir.into()),
         })
     }
 
@@ -137,6 +158,7 @@ impl Blobs {
             part_size: S3_PART_SIZE,
             parts_in_flight: 1,
             describe: format!("the S3 bucket {} at {endpoint}", settings.bucket).into(),
+            local_dir: None,
         })
     }
 
@@ -145,6 +167,7 @@ impl Blobs {
         let path = parse_key(prefix)?;
         self.describe = format!("{} (under {prefix}/)", self.describe).into();
         self.store = Arc::new(object_store::prefix::PrefixStore::new(self.store, path));
+        self.local_dir = self.local_dir.map(|d| d.join(prefix).into());
         Ok(self)
     }
 
@@ -331,9 +354,25 @@ impl BlobWriter {
             return Err(Error::Internal("finish after the upload ended".into()));
         };
         match inner.finish().await {
-            Ok(_) => Ok(self.written),
+            Ok(_) => {
+                self.make_private()?;
+                Ok(self.written)
+            }
             Err(e) => Err(self.blobs.error("finish the upload of", &self.key, &e)),
         }
+    }
+
+    /// A finished local blob is readable by the service account only (whatever the umask).
+    fn make_private(&self) -> Result<(), Error> {
+        #[cfg(unix)]
+        if let Some(dir) = &self.blobs.local_dir {
+            use std::os::unix::fs::PermissionsExt;
+            let file = dir.join(&self.key);
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| Error::Storage(format!("cannot make the blob {} private: {e}", self.key)),
+            )?;
+        }
+        Ok(())
     }
 
     /// Discards the upload: nothing is left under the key.

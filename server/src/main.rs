@@ -28,6 +28,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run() -> anyhow::Result<ExitCode> {
+    // Everything the server writes (database, WAL, blobs, staging parts, mail files, keys) is
+    // for the service account only, whatever umask it was started with.
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -292,6 +296,32 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
             .create(dir)
             .with_context(|| format!("cannot create the data folder {}", dir.display()))?;
     }
+    tighten(dir, 0o700, "the data folder")
+}
+
+/// Makes an existing folder or file private (`mode`) when group or others may use it, saying
+/// so in the log.
+fn tighten(path: &std::path::Path, mode: u32, what: &str) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return Ok(());
+        };
+        let current = meta.permissions().mode() & 0o777;
+        if current & 0o077 != 0 {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).with_context(
+                || {
+                    format!(
+                        "{what} {} is open to other users (mode {current:o}) and cannot be made private; run `chmod {mode:o} {}` as its owner",
+                        path.display(),
+                        path.display()
+                    )
+                },
+            )?;
+            tracing::warn!(path = %path.display(), was = %format!("{current:o}"), now = %format!("{mode:o}"), "{what} was open to other users; made private");
+        }
+    }
     Ok(())
 }
 
@@ -306,6 +336,13 @@ fn create_private_file(path: &std::path::Path) -> anyhow::Result<()> {
     options
         .open(path)
         .with_context(|| format!("cannot create the database file {}", path.display()))?;
+    // An existing database (and its WAL) made before this check.
+    tighten(path, 0o600, "the database file")?;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        tighten(std::path::Path::new(&side), 0o600, "the database file")?;
+    }
     Ok(())
 }
 

@@ -265,3 +265,24 @@ mod s3 {
         assert!(matches!(e, Error::Storage(_)), "{e:?}");
     }
 }
+
+/// A local blob folder that already exists open to others is made 0700, and finished blobs
+/// are 0600 even when the process umask would make them readable (the library on its own,
+/// without the binary's umask; seen through `within` as the tests use it).
+#[tokio::test]
+async fn local_blobs_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("blobs");
+    std::fs::create_dir(&folder).unwrap();
+    std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let blobs = Blobs::local(&folder).unwrap().within("run-1").unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&folder), 0o700);
+    let mut w = blobs.writer("transfers/abc").await.unwrap();
+    w.write(b"age ciphertext").await.unwrap();
+    w.finish().await.unwrap();
+    let file = folder.join("run-1/transfers/abc");
+    assert_eq!(std::fs::read(&file).unwrap(), b"age ciphertext");
+    assert_eq!(mode(&file), 0o600);
+}
