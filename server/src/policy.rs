@@ -87,6 +87,10 @@ pub struct Policy {
     /// record its verification. Off by default (someone else must verify).
     #[serde(default)]
     pub self_verification: bool,
+    /// Longest life of an API token, in days (1 to 365). Lowering it shortens the tokens that
+    /// already live longer. Absent from older API clients' requests: the default.
+    #[serde(default = "default_max_token_days")]
+    pub max_token_days: i64,
 }
 
 /// The undo window when policy never set one.
@@ -97,6 +101,13 @@ pub const MAX_UNDO_WINDOW_SECS: i64 = 600;
 
 fn default_undo_window_secs() -> i64 {
     DEFAULT_UNDO_WINDOW_SECS
+}
+
+/// The longest API token life when policy never set one: a school term, about.
+pub const DEFAULT_MAX_TOKEN_DAYS: i64 = 90;
+
+fn default_max_token_days() -> i64 {
+    DEFAULT_MAX_TOKEN_DAYS
 }
 
 impl Default for Policy {
@@ -117,6 +128,7 @@ impl Default for Policy {
             approval_outside_domains: false,
             approval_new_organisation: false,
             self_verification: false,
+            max_token_days: DEFAULT_MAX_TOKEN_DAYS,
         }
     }
 }
@@ -186,6 +198,13 @@ impl Policy {
             MAX_UNDO_WINDOW_SECS,
             "The undo window (seconds)",
         )?;
+        range(
+            "max_token_days",
+            self.max_token_days,
+            1,
+            365,
+            "The longest API token life (days)",
+        )?;
         if let Some(c) = self
             .approval_classifications
             .iter()
@@ -232,6 +251,7 @@ pub async fn load(db: &Db) -> Result<Policy> {
             ("wrong_passphrase_limit", Some(v)) => p.wrong_passphrase_limit = v,
             ("verification_valid_months", Some(v)) => p.verification_valid_months = v,
             ("undo_window_secs", Some(v)) => p.undo_window_secs = v,
+            ("max_token_days", Some(v)) => p.max_token_days = v,
             ("approval_always", _) => p.approval_always = value == "1",
             ("approval_classifications", _) => {
                 p.approval_classifications = value
@@ -294,6 +314,7 @@ pub async fn save(db: &Db, now: UnixTime, actor: &Actor, new: &Policy) -> Result
             flag(new.approval_new_organisation),
         ),
         ("self_verification", flag(new.self_verification)),
+        ("max_token_days", new.max_token_days.to_string()),
     ];
     let mut tx = db.begin().await?;
     for (name, value) in &values {
@@ -309,13 +330,15 @@ pub async fn save(db: &Db, now: UnixTime, actor: &Actor, new: &Policy) -> Result
         .execute(&mut *tx)
         .await?;
     }
+    // A lower maximum applies to the tokens already made, not only to new ones.
+    let shortened = crate::tokens::cap_lifetimes(&mut tx, now, new.max_token_days).await?;
     audit::append(
         &mut tx,
         now,
         actor,
         "policy_changed",
         "policy",
-        serde_json::json!({ "before": old, "after": new }),
+        serde_json::json!({ "before": old, "after": new, "tokens_shortened": shortened }),
     )
     .await?;
     tx.commit().await?;

@@ -86,6 +86,24 @@ pub async fn create(
     Ok((secret, row_to_token(&row)?))
 }
 
+/// Shortens every live token that would outlive `max_days` from its creation (the policy's
+/// maximum was lowered); returns how many changed.
+pub async fn cap_lifetimes(
+    conn: &mut sqlx::AnyConnection,
+    now: UnixTime,
+    max_days: i64,
+) -> Result<u64> {
+    let done = sqlx::query(
+        "update api_tokens set expires_at = created_at + $1 \
+         where revoked_at is null and expires_at > $2 and expires_at > created_at + $1",
+    )
+    .bind(max_days * 86_400)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
 /// Finds the live token for a presented secret and records its use.
 pub async fn authenticate(
     conn: &mut sqlx::AnyConnection,

@@ -116,6 +116,7 @@ async fn post_policy_page(app: &mut TestApp, approval: (&str, &str)) -> Page {
             ("wrong_passphrase_limit", "5"),
             ("verification_valid_months", "12"),
             ("undo_window_secs", "60"),
+            ("max_token_days", "90"),
         ],
     )
     .await

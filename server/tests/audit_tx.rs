@@ -135,7 +135,12 @@ async fn an_action_failing_half_way_leaves_no_record(backend: Backend) {
         .post(
             &app,
             "/account/tokens",
-            &[("token_name", "laptop"), ("days", "30"), ("scope", "staff")],
+            &[
+                ("token_name", "laptop"),
+                ("token_password", INVITE_PASSWORD),
+                ("days", "30"),
+                ("scope", "staff"),
+            ],
         )
         .await;
     assert_eq!(page.status, StatusCode::OK);

@@ -413,6 +413,8 @@ pub struct Person {
 }
 
 pub const ADMIN_PASSWORD: &str = "kettle orbit lantern";
+/// The password every invited person sets.
+pub const INVITE_PASSWORD: &str = "marble harbour window";
 
 /// Parses the TOTP secret off the enrolment page.
 pub fn secret_from(page: &Page) -> String {
@@ -509,7 +511,7 @@ pub async fn invite(
     let mut browser = app.other_browser();
     let page = browser.get(app, &link).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
-    let password = "marble harbour window";
+    let password = INVITE_PASSWORD;
     let page = browser
         .post(app, &link, &[("password", password), ("confirm", password)])
         .await;
@@ -657,7 +659,12 @@ pub async fn api_token_scoped(app: &TestApp, browser: &mut Browser, scope: &str)
         .post(
             app,
             "/account/tokens",
-            &[("token_name", "cli"), ("days", "30"), ("scope", scope)],
+            &[
+                ("token_name", "cli"),
+                ("token_password", INVITE_PASSWORD),
+                ("days", "30"),
+                ("scope", scope),
+            ],
         )
         .await;
     page.between(

@@ -626,7 +626,12 @@ async fn the_api_reports_assesses_and_closes(backend: Backend) {
         .post(
             &w.app,
             "/account/tokens",
-            &[("token_name", "dpo"), ("days", "30"), ("scope", "admin")],
+            &[
+                ("token_name", "dpo"),
+                ("token_password", ADMIN_PASSWORD),
+                ("days", "30"),
+                ("scope", "admin"),
+            ],
         )
         .await;
     let admin_token = page

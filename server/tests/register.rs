@@ -116,6 +116,7 @@ async fn technician(app: &mut TestApp, email: &str, name: &str, roles: &[&str]) 
             "/account/tokens",
             &[
                 ("token_name", "wipe station"),
+                ("token_password", INVITE_PASSWORD),
                 ("days", "30"),
                 ("scope", "technician"),
             ],
@@ -693,6 +694,7 @@ async fn disposal_needs_authorisation_by_another_admin_and_evidence(backend: Bac
                 "/account/tokens",
                 &[
                     ("token_name", "admin"),
+                    ("token_password", INVITE_PASSWORD),
                     ("days", "1"),
                     ("scope", "admin"),
                     ("scope", "technician"),

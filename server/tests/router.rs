@@ -18,6 +18,7 @@ crate::both_databases!(
     disabling_a_user_ends_their_open_session_and_tokens,
     password_change_ends_other_sessions_and_tokens,
     api_tokens_are_shown_once_scoped_revocable_and_expire,
+    api_tokens_need_the_password_and_keep_to_the_policy_maximum,
     roles_guard_pages,
     missing_or_wrong_csrf_changes_nothing,
     oversized_and_malformed_forms_change_nothing,
@@ -465,6 +466,153 @@ async fn me(app: &TestApp, token: &str) -> Page {
     send(&app.state, &mut jar, req).await
 }
 
+/// A signed-in browser alone cannot mint a token: the password is asked again, wrong guesses
+/// (even fired at once) count against the sign-in lock, and a token lives no longer than the
+/// policy's maximum, which also shortens existing tokens when lowered.
+async fn api_tokens_need_the_password_and_keep_to_the_policy_maximum(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    setup_admin(&mut app).await;
+    let (sam, mut sam_b) = invite(&mut app, "sam@school.sch.uk", "Sam Staff", &["staff"]).await;
+    let tokens_of_sam = |app: &TestApp| {
+        let db = app.db().clone();
+        async move {
+            let id = safehand_server::accounts::by_email(&db, "sam@school.sch.uk")
+                .await
+                .unwrap()
+                .unwrap()
+                .id;
+            safehand_server::tokens::list(&db, id).await.unwrap().len()
+        }
+    };
+    let page = sam_b.get(&app, "/account").await;
+    page.assert_contains("Expires after (days, 1 to 90)");
+    page.assert_contains("name=\"token_password\" type=\"password\"");
+    // No password, a wrong one, too many days: refused, each saying what to do, no token.
+    let fields = |pw: &'static str, days: &'static str| {
+        vec![
+            ("token_name", "laptop"),
+            ("days", days),
+            ("scope", "staff"),
+            ("token_password", pw),
+        ]
+    };
+    let page = sam_b.post(&app, "/account/tokens", &fields("", "30")).await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("Enter your password.");
+    let page = sam_b
+        .post(&app, "/account/tokens", &fields("not my password", "30"))
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("That is not your password.");
+    let page = sam_b
+        .post(&app, "/account/tokens", &fields(INVITE_PASSWORD, "91"))
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST);
+    page.assert_contains("from 1 to 90");
+    assert_eq!(tokens_of_sam(&app).await, 0);
+    let failed = audit::search(
+        app.db(),
+        &audit::Filter {
+            action: "password_confirmation_failed".into(),
+            ..Default::default()
+        },
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(!failed[0].details.contains("not my password"));
+    // The right password: a token for at most 90 days.
+    let page = sam_b
+        .post(&app, "/account/tokens", &fields(INVITE_PASSWORD, "90"))
+        .await;
+    let token = create_token(page).await;
+    assert_eq!(me(&app, &token).await.status, StatusCode::OK);
+    // The admin lowers the maximum to 7 days: the 90-day token now ends after 7.
+    let mut p = safehand_server::policy::load(app.db()).await.unwrap();
+    p.max_token_days = 7;
+    safehand_server::policy::save(app.db(), app.clock.now(), &audit::Actor::operator(), &p)
+        .await
+        .unwrap();
+    let list = safehand_server::tokens::list(app.db(), {
+        safehand_server::accounts::by_email(app.db(), &sam.email)
+            .await
+            .unwrap()
+            .unwrap()
+            .id
+    })
+    .await
+    .unwrap();
+    assert_eq!(list[0].expires_at - list[0].created_at, 7 * 86_400);
+    let page = sam_b.get(&app, "/account").await;
+    page.assert_contains("Expires after (days, 1 to 7)");
+    page.assert_contains("value=\"7\"");
+    // Guesses fired at once from the signed-in browser: no more get checked than the lock
+    // allows, then even the right password is refused, and so is signing in.
+    let lock_after = app.state.settings.throttle.lock_after as usize;
+    let guesses = (0..lock_after + 5).map(|i| {
+        let state = app.state.clone();
+        let mut jar = sam_b.jar.clone();
+        async move {
+            let wrong = format!("guess number {i}");
+            post(
+                &state,
+                &mut jar,
+                "/account/tokens",
+                &[
+                    ("token_name", "x"),
+                    ("days", "7"),
+                    ("scope", "staff"),
+                    ("token_password", &wrong),
+                ],
+            )
+            .await
+            .status
+        }
+    });
+    let statuses = futures_util::future::join_all(guesses).await;
+    let checked = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::BAD_REQUEST)
+        .count();
+    // Then one after another until the lock answers: all told, no more guesses were checked
+    // than the lock allows (the first wrong password above included).
+    let mut checked_after = 0;
+    loop {
+        let page = sam_b
+            .post(&app, "/account/tokens", &fields("another guess", "7"))
+            .await;
+        if page.status == StatusCode::TOO_MANY_REQUESTS {
+            break;
+        }
+        assert_eq!(page.status, StatusCode::BAD_REQUEST);
+        checked_after += 1;
+        assert!(checked_after <= lock_after, "never locked");
+    }
+    assert!(
+        1 + checked + checked_after <= lock_after,
+        "{checked} guesses checked at once, {checked_after} after: {statuses:?}"
+    );
+    let page = sam_b
+        .post(&app, "/account/tokens", &fields(INVITE_PASSWORD, "7"))
+        .await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    page.assert_contains("Too many wrong passwords");
+    assert_eq!(tokens_of_sam(&app).await, 1);
+    let mut b = app.other_browser();
+    let page = b
+        .post(
+            &app,
+            "/sign-in",
+            &[("email", &sam.email), ("password", &sam.password)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::TOO_MANY_REQUESTS);
+    // Eight days on, the shortened token has expired.
+    app.clock.advance(8 * 86_400);
+    assert_eq!(me(&app, &token).await.status, StatusCode::UNAUTHORIZED);
+}
+
 async fn disabling_a_user_ends_their_open_session_and_tokens(backend: Backend) {
     let mut app = TestApp::new(backend).await;
     setup_admin(&mut app).await;
@@ -475,7 +623,12 @@ async fn disabling_a_user_ends_their_open_session_and_tokens(backend: Backend) {
         .post(
             &app,
             "/account/tokens",
-            &[("token_name", "laptop"), ("days", "30"), ("scope", "staff")],
+            &[
+                ("token_name", "laptop"),
+                ("token_password", INVITE_PASSWORD),
+                ("days", "30"),
+                ("scope", "staff"),
+            ],
         )
         .await;
     let token = create_token(page).await;
@@ -537,7 +690,12 @@ async fn password_change_ends_other_sessions_and_tokens(backend: Backend) {
     let page = app
         .post(
             "/account/tokens",
-            &[("token_name", "script"), ("days", "7"), ("scope", "admin")],
+            &[
+                ("token_name", "script"),
+                ("token_password", ADMIN_PASSWORD),
+                ("days", "7"),
+                ("scope", "admin"),
+            ],
         )
         .await;
     let token = create_token(page).await;
@@ -630,7 +788,12 @@ async fn api_tokens_are_shown_once_scoped_revocable_and_expire(backend: Backend)
         .post(
             &app,
             "/account/tokens",
-            &[("token_name", "x"), ("days", "30"), ("scope", "admin")],
+            &[
+                ("token_name", "x"),
+                ("token_password", INVITE_PASSWORD),
+                ("days", "30"),
+                ("scope", "admin"),
+            ],
         )
         .await;
     assert_eq!(page.status, StatusCode::BAD_REQUEST);
@@ -640,10 +803,15 @@ async fn api_tokens_are_shown_once_scoped_revocable_and_expire(backend: Backend)
             .post(
                 &app,
                 "/account/tokens",
-                &[("token_name", "x"), ("days", days), ("scope", "staff")],
+                &[
+                    ("token_name", "x"),
+                    ("token_password", INVITE_PASSWORD),
+                    ("days", days),
+                    ("scope", "staff"),
+                ],
             )
             .await;
-        page.assert_contains("from 1 to 365");
+        page.assert_contains("from 1 to 90 (the school&#39;s longest token life)");
     }
     let page = sam_b
         .post(
@@ -651,6 +819,7 @@ async fn api_tokens_are_shown_once_scoped_revocable_and_expire(backend: Backend)
             "/account/tokens",
             &[
                 ("token_name", "laptop"),
+                ("token_password", INVITE_PASSWORD),
                 ("days", "2"),
                 ("scope", "technician"),
             ],
@@ -694,6 +863,7 @@ async fn api_tokens_are_shown_once_scoped_revocable_and_expire(backend: Backend)
             "/account/tokens",
             &[
                 ("token_name", "cli"),
+                ("token_password", INVITE_PASSWORD),
                 ("days", "30"),
                 ("scope", "technician"),
             ],

@@ -608,6 +608,7 @@ async fn policy_and_allowed_domains_are_enforced(backend: Backend) {
                 ("wrong_passphrase_limit", "5"),
                 ("verification_valid_months", "12"),
                 ("undo_window_secs", "60"),
+                ("max_token_days", "90"),
             ],
         )
         .await;
@@ -626,6 +627,7 @@ async fn policy_and_allowed_domains_are_enforced(backend: Backend) {
                 ("wrong_passphrase_limit", "3"),
                 ("verification_valid_months", "6"),
                 ("undo_window_secs", "30"),
+                ("max_token_days", "90"),
             ],
         )
         .await;
@@ -664,7 +666,12 @@ async fn policy_and_allowed_domains_are_enforced(backend: Backend) {
         .post(
             &app,
             "/account/tokens",
-            &[("token_name", "cli"), ("days", "30"), ("scope", "staff")],
+            &[
+                ("token_name", "cli"),
+                ("token_password", INVITE_PASSWORD),
+                ("days", "30"),
+                ("scope", "staff"),
+            ],
         )
         .await;
     let token = page
@@ -2187,6 +2194,7 @@ async fn undo_window_of_zero_sends_at_once(backend: Backend) {
         ("max_size", "5 GiB"),
         ("wrong_passphrase_limit", "5"),
         ("verification_valid_months", "12"),
+        ("max_token_days", "90"),
         ("undo_window_secs", "601"),
     ];
     let page = w.app.post("/admin/policy", &form).await;

@@ -108,6 +108,13 @@ async function main() {
     await axeCheck(a, 'account');
     await a.fill('#token_name', 'browser test');
     await a.check('#scope-staff');
+    // Without the password: refused, the error linked to the field.
+    await Promise.all([a.waitForLoadState('load'), a.click('text=Create token')]);
+    check((await a.textContent('#token_password-error')).includes('Enter your password.'), 'a token needs the password again');
+    await axeCheck(a, 'token refused');
+    await a.fill('#token_name', 'browser test');
+    await a.check('#scope-staff');
+    await a.fill('#token_password', admin.password);
     await Promise.all([a.waitForLoadState('load'), a.click('text=Create token')]);
     await axeCheck(a, 'token created');
     const token = await a.inputValue('#token');

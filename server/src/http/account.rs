@@ -9,7 +9,8 @@ use super::templates::{
 };
 use crate::accounts::{self, format_roles, Role};
 use crate::audit::{self, Filter};
-use crate::{passwords, sessions, tokens, AppState, Error, Result};
+use crate::throttle::{self, Gate};
+use crate::{passwords, policy, sessions, tokens, AppState, Error, Result};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -87,6 +88,7 @@ async fn account_page(
     token_name: &str,
 ) -> Result<AccountPage> {
     let now = state.clock.now();
+    let max_token_days = policy::load(&state.db).await?.max_token_days;
     let current = auth
         .session
         .as_ref()
@@ -136,11 +138,73 @@ async fn account_page(
         errors,
         notice,
         token_name: token_name.to_string(),
+        max_token_days,
+        default_token_days: max_token_days.min(30),
         is_technician: auth.user.has(Role::Technician),
         signing_keys: super::register::key_rows(state, auth.user.id).await?,
         key_text: String::new(),
         key_label: String::new(),
     })
+}
+
+/// Checks the signed-in person's password again before a sensitive change. Each attempt counts
+/// against the account's sign-in lock (so a borrowed browser cannot guess on and on), is
+/// taken back when right, and a wrong one is audited. Returns whether it was right and the
+/// status to answer with when it was not; the reason goes into `errors` under `field`.
+async fn confirm_password(
+    state: &AppState,
+    auth: &Authenticated,
+    typed: &str,
+    purpose: &str,
+    field: &'static str,
+    wrong: &str,
+    errors: &mut FormErrors,
+) -> Result<(bool, StatusCode)> {
+    if typed.is_empty() {
+        errors.add(field, "Enter your password.");
+        return Ok((false, StatusCode::BAD_REQUEST));
+    }
+    let now = state.clock.now();
+    let (gate, reservation) = throttle::reserve(
+        &state.db,
+        now,
+        &state.settings.throttle,
+        &auth.user.email,
+        &auth.address,
+    )
+    .await?;
+    if let Gate::Locked { until } = gate {
+        let minutes = ((until - now).max(1) + 59) / 60;
+        errors.add(
+            field,
+            format!("Too many wrong passwords. Try again in {minutes} minute{}; if this was not you, tell your administrator.", if minutes == 1 { "" } else { "s" }),
+        );
+        return Ok((false, StatusCode::TOO_MANY_REQUESTS));
+    }
+    if let Gate::Open { delay } = gate {
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+    }
+    let stored = accounts::password_hash(&state.db, auth.user.id).await?;
+    let right = typed.chars().count() <= passwords::MAX_CHARS
+        && passwords::verify_async(Zeroizing::new(typed.to_string()), stored).await;
+    if right {
+        reservation.release(&state.db).await?;
+        return Ok((true, StatusCode::OK));
+    }
+    // The reservation stays as this failure's record.
+    audit::record(
+        &state.db,
+        now,
+        &auth.actor(),
+        "password_confirmation_failed",
+        &auth.user.email,
+        json!({ "for": purpose }),
+    )
+    .await?;
+    errors.add(field, wrong.to_string());
+    Ok((false, StatusCode::BAD_REQUEST))
 }
 
 /// Pages that change the account need a browser session (not an API token).
@@ -171,14 +235,17 @@ async fn account_password_post(
     require_browser(&auth)?;
     let now = state.clock.now();
     let mut errors = FormErrors::default();
-    let current = Zeroizing::new(form.get("current").to_string());
-    let stored = accounts::password_hash(&state.db, auth.user.id).await?;
-    if current.is_empty()
-        || current.chars().count() > passwords::MAX_CHARS
-        || !passwords::verify_async(current, stored).await
-    {
-        errors.add("current", "Your current password is not right.");
-    } else {
+    let (confirmed, status) = confirm_password(
+        &state,
+        &auth,
+        form.get("current"),
+        "password change",
+        "current",
+        "Your current password is not right.",
+        &mut errors,
+    )
+    .await?;
+    if confirmed {
         let (password, confirm) = (form.get("password"), form.get("confirm"));
         if password.is_empty() {
             errors.add("password", "Enter a new password.");
@@ -193,7 +260,7 @@ async fn account_password_post(
     }
     if !errors.is_empty() {
         let page = account_page(&state, &auth, &form.csrf, errors, None, "").await?;
-        return Ok((StatusCode::BAD_REQUEST, render(&page)).into_response());
+        return Ok((status, render(&page)).into_response());
     }
     let hash = passwords::hash_async(Zeroizing::new(form.get("password").to_string())).await?;
     let keep = auth.session.as_ref().map(|s| s.hash.as_str());
@@ -257,10 +324,16 @@ async fn account_tokens_post(
             "The name must be at most 100 ordinary characters.",
         );
     }
+    let max = policy::load(&state.db).await?.max_token_days;
     let days: i64 = match form.get("days").trim().parse() {
-        Ok(d) if (1..=365).contains(&d) => d,
+        Ok(d) if (1..=max).contains(&d) => d,
         _ => {
-            errors.add("days", "Enter a number of days from 1 to 365.");
+            errors.add(
+                "days",
+                format!(
+                    "Enter a number of days from 1 to {max} (the school's longest token life)."
+                ),
+            );
             0
         }
     };
@@ -280,9 +353,26 @@ async fn account_tokens_post(
     if scopes.is_empty() && errors.get("scope-staff").is_none() {
         errors.add("scope-staff", "Choose at least one role for the token.");
     }
+    // A token outlives the session: whoever makes one proves they know the password, not only
+    // that they hold a signed-in browser. Checked last, so a form with other mistakes does
+    // not spend an attempt.
+    let mut status = StatusCode::BAD_REQUEST;
+    if errors.is_empty() {
+        status = confirm_password(
+            &state,
+            &auth,
+            form.get("token_password"),
+            "api token",
+            "token_password",
+            "That is not your password. Enter the password you sign in with.",
+            &mut errors,
+        )
+        .await?
+        .1;
+    }
     if !errors.is_empty() {
         let page = account_page(&state, &auth, &form.csrf, errors, None, &name).await?;
-        return Ok((StatusCode::BAD_REQUEST, render(&page)).into_response());
+        return Ok((status, render(&page)).into_response());
     }
     let mut tx = state.db.begin().await?;
     let (secret, token) = tokens::create(&mut tx, now, auth.user.id, &name, &scopes, days).await?;

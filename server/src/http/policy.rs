@@ -108,6 +108,12 @@ fn numbers(
             v("undo_window_secs", p.undo_window_secs.to_string()),
             "How long the link waits before it is emailed, so the sender can undo a mistake; 0 to 600, 0 sends at once.",
         ),
+        (
+            "max_token_days",
+            "Longest life of an API token (days)",
+            v("max_token_days", p.max_token_days.to_string()),
+            "1 to 365. Lowering it also shortens tokens that already live longer.",
+        ),
     ]
 }
 
@@ -203,6 +209,7 @@ fn policy_from(form: &Form, errors: &mut FormErrors) -> Policy {
         &mut p.verification_valid_months,
     );
     int("undo_window_secs", &mut p.undo_window_secs);
+    int("max_token_days", &mut p.max_token_days);
     match parse_size(form.get("max_size")) {
         Some(v) => p.max_size_bytes = v,
         None => errors.add("max_size", "Enter a size like 5 GiB or 500 MiB."),

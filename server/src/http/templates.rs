@@ -221,6 +221,9 @@ pub(super) struct AccountPage {
     pub errors: FormErrors,
     pub notice: Option<String>,
     pub token_name: String,
+    /// The policy's longest token life, and the days offered (30, or less if that is longer).
+    pub max_token_days: i64,
+    pub default_token_days: i64,
     /// Technicians register the public keys that sign their wipe certificates.
     pub is_technician: bool,
     pub signing_keys: Vec<super::register::KeyRow>,
