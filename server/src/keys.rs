@@ -210,9 +210,12 @@ impl ServerKeys {
         }
     }
 
-    /// The CSRF token for a browser's CSRF cookie value.
-    pub fn csrf_token(&self, cookie_value: &str) -> String {
-        hex::encode(hmac(&self.csrf, cookie_value.as_bytes()))
+    /// The CSRF token for a browser's CSRF cookie value, bound to its sign-in session cookie
+    /// (`""` when it has none): a token taken from one session is refused in another, even
+    /// with the same CSRF cookie.
+    pub fn csrf_token(&self, cookie_value: &str, session_cookie: &str) -> String {
+        let message = format!("{cookie_value}\0{session_cookie}");
+        hex::encode(hmac(&self.csrf, message.as_bytes()))
     }
 
     /// Keyed hash of a recovery code for one user: a stolen database alone cannot be searched.
@@ -317,7 +320,7 @@ mod tests {
             first.recovery_code_hash(7, "abc"),
             rotated.recovery_code_hash(7, "abc")
         );
-        assert_eq!(first.csrf_token("x"), rotated.csrf_token("x"));
+        assert_eq!(first.csrf_token("x", ""), rotated.csrf_token("x", ""));
         assert_ne!(first.id(), rotated.id());
     }
 

@@ -336,9 +336,16 @@ fn cookie_header(jar: &BTreeMap<String, String>) -> String {
         .join("; ")
 }
 
-fn csrf_for(state: &AppState, jar: &BTreeMap<String, String>) -> String {
-    jar.get("safehand_csrf")
-        .map(|c| state.keys.csrf_token(c))
+/// The CSRF token a page would give the browser holding `jar`: bound to its CSRF cookie and
+/// its session cookie (under the names the service uses, `__Host-` ones under HTTPS).
+pub fn csrf_for(state: &AppState, jar: &BTreeMap<String, String>) -> String {
+    let https = state.settings.https;
+    let session = jar
+        .get(safehand_server::http::session_cookie_name(https))
+        .map(String::as_str)
+        .unwrap_or("");
+    jar.get(safehand_server::http::csrf_cookie_name(https))
+        .map(|c| state.keys.csrf_token(c, session))
         .unwrap_or_default()
 }
 
@@ -382,7 +389,9 @@ pub async fn post(
     path: &str,
     fields: &[(&str, &str)],
 ) -> Page {
-    if !jar.contains_key("safehand_csrf") {
+    if !jar.contains_key(safehand_server::http::csrf_cookie_name(
+        state.settings.https,
+    )) {
         // A real browser has loaded a page (and got its CSRF cookie) before posting.
         send(
             state,
@@ -506,7 +515,8 @@ pub async fn invite(
     let page = app.post("/admin/users", &fields).await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let link = page
-        .between("http://safehand.test", "\"")
+        .between(&format!("{}/enrol/", app.state.settings.public_url), "\"")
+        .map(|rest| format!("/enrol/{rest}"))
         .expect("enrolment link on the page");
     let mut browser = app.other_browser();
     let page = browser.get(app, &link).await;

@@ -59,10 +59,8 @@ async fn post_from(
     path: &str,
     fields: &[(&str, &str)],
 ) -> Page {
-    let csrf = app
-        .state
-        .keys
-        .csrf_token(jar.get("safehand_csrf").expect("a page was loaded first"));
+    assert!(jar.contains_key("safehand_csrf"), "a page was loaded first");
+    let csrf = crate::common::csrf_for(&app.state, jar);
     let mut all = vec![("csrf", csrf.as_str())];
     all.extend_from_slice(fields);
     let req = Request::post(path)

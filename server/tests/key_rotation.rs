@@ -547,7 +547,7 @@ async fn rotation_reaches_every_sealed_value_in_a_working_school(backend: Backen
         b"referral-notes.txt"
     );
     // The keyed hashes moved with the key.
-    assert_ne!(old.csrf_token("cookie"), new.csrf_token("cookie"));
+    assert_ne!(old.csrf_token("cookie", ""), new.csrf_token("cookie", ""));
     assert_ne!(
         old.one_time_code_hash("recipient", "12345678"),
         new.one_time_code_hash("recipient", "12345678")

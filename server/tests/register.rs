@@ -64,7 +64,7 @@ async fn upload(
         )
         .await;
     }
-    let csrf = app.state.keys.csrf_token(jar.get("safehand_csrf").unwrap());
+    let csrf = crate::common::csrf_for(&app.state, jar);
     let boundary = "----safehandtestboundary7d93";
     let mut body = Vec::new();
     let mut all = vec![("csrf", csrf.as_str())];

@@ -21,6 +21,8 @@ crate::both_databases!(
     api_tokens_need_the_password_and_keep_to_the_policy_maximum,
     roles_guard_pages,
     missing_or_wrong_csrf_changes_nothing,
+    csrf_tokens_are_bound_to_the_session,
+    cookies_carry_the_host_prefix_under_https,
     oversized_and_malformed_forms_change_nothing,
     tampered_and_unknown_cookies_are_treated_as_signed_out,
     security_headers_on_every_response,
@@ -985,10 +987,7 @@ async fn missing_or_wrong_csrf_changes_nothing(backend: Backend) {
     // A token from another browser's cookie does not work either.
     let mut other = app.other_browser();
     other.get(&app, "/sign-in").await;
-    let foreign = app
-        .state
-        .keys
-        .csrf_token(other.jar.get("safehand_csrf").unwrap());
+    let foreign = crate::common::csrf_for(&app.state, &other.jar);
     let req = Request::post("/account/sign-out-everywhere")
         .header(header::COOKIE, &cookies)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
@@ -1010,6 +1009,145 @@ async fn missing_or_wrong_csrf_changes_nothing(backend: Backend) {
     let mut jar = Default::default();
     let page = send(&app.state, &mut jar, req).await;
     assert_eq!(page.status, StatusCode::FORBIDDEN);
+}
+
+/// Cookie tossing: someone who can plant a cookie in the victim's browser (a sibling
+/// subdomain over plain HTTP, say) plants their own CSRF cookie together with a token they
+/// got for it. Bound to the session, that token is refused in the victim's session.
+async fn csrf_tokens_are_bound_to_the_session(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    setup_admin(&mut app).await;
+    let (_, mallory) = invite(&mut app, "mal@school.sch.uk", "Mal Staff", &["staff"]).await;
+    let mut visitor = app.other_browser();
+    visitor.get(&app, "/sign-in").await;
+    let ada_session = app.jar.get("safehand_session").cloned().unwrap();
+    let ada_csrf_cookie = app.jar.get("safehand_csrf").cloned().unwrap();
+    let attempts = [
+        // Mallory's own signed-in pair, planted in Ada's browser.
+        (
+            mallory.jar.get("safehand_csrf").cloned().unwrap(),
+            crate::common::csrf_for(&app.state, &mallory.jar),
+        ),
+        // A pair from a browser that is not signed in.
+        (
+            visitor.jar.get("safehand_csrf").cloned().unwrap(),
+            crate::common::csrf_for(&app.state, &visitor.jar),
+        ),
+        // Ada's own cookie with the token it had before she signed in.
+        (
+            ada_csrf_cookie.clone(),
+            app.state.keys.csrf_token(&ada_csrf_cookie, ""),
+        ),
+        // Ada's own cookie with a token for another session.
+        (
+            ada_csrf_cookie.clone(),
+            app.state.keys.csrf_token(
+                &ada_csrf_cookie,
+                mallory.jar.get("safehand_session").unwrap(),
+            ),
+        ),
+    ];
+    for (planted_cookie, token) in attempts {
+        let req = Request::post("/account/sign-out-everywhere")
+            .header(
+                header::COOKIE,
+                format!("safehand_session={ada_session}; safehand_csrf={planted_cookie}"),
+            )
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(format!("csrf={token}")))
+            .unwrap();
+        let page = send(&app.state, &mut Default::default(), req).await;
+        assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+        page.assert_contains("This form has expired or was not sent from this service");
+    }
+    assert_eq!(
+        app.get("/account").await.status,
+        StatusCode::OK,
+        "still signed in"
+    );
+    // The token on Ada's own pages is for her session, and works.
+    let page = app.get("/account").await;
+    let on_page = page
+        .between("name=\"csrf\" value=\"", "\"")
+        .expect("the account page has forms");
+    assert_eq!(on_page, app.csrf());
+    assert_eq!(
+        on_page,
+        app.state.keys.csrf_token(&ada_csrf_cookie, &ada_session)
+    );
+    let page = app.post("/account/sign-out-everywhere", &[]).await;
+    page.assert_contains("You have signed out everywhere");
+}
+
+/// Under HTTPS the cookies carry the `__Host-` prefix (Secure, Path=/, no Domain), cookies
+/// under the old names are ignored, and an ended session's cookie is removed with the same
+/// name and flags (a browser ignores a `__Host-` removal without them).
+async fn cookies_carry_the_host_prefix_under_https(backend: Backend) {
+    let mut app = TestApp::with_settings(backend, |s| {
+        s.public_url = "https://safehand.test".into();
+        s.https = true;
+    })
+    .await;
+    let page = app.get("/sign-in").await;
+    let set: Vec<&str> = page
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(set.len(), 1, "{set:?}");
+    assert!(set[0].starts_with("__Host-safehand_csrf="), "{set:?}");
+    for attr in ["; Path=/;", "; HttpOnly", "; SameSite=Strict", "; Secure"] {
+        assert!(set[0].contains(attr), "{attr} in {set:?}");
+    }
+    assert!(!set[0].to_ascii_lowercase().contains("domain="), "{set:?}");
+    let admin = setup_admin(&mut app).await;
+    let names: Vec<&String> = app.jar.keys().collect();
+    assert_eq!(
+        names,
+        ["__Host-safehand_csrf", "__Host-safehand_session"],
+        "{names:?}"
+    );
+    assert_eq!(app.get("/account").await.status, StatusCode::OK);
+    sign_in(&mut app, &admin).await;
+    let session = app.jar.get("__Host-safehand_session").cloned().unwrap();
+    // The same session id under the unprefixed name (as a sibling could plant it) is no
+    // session at all.
+    let mut planted = app.other_browser();
+    planted
+        .jar
+        .insert("safehand_session".into(), session.clone());
+    let page = planted.get(&app, "/account").await;
+    assert_eq!(page.location(), "/sign-in");
+    // An ended session: the removal names the prefixed cookie, with Secure and Path=/.
+    let mut stale = app.other_browser();
+    stale
+        .jar
+        .insert("__Host-safehand_session".into(), "A".repeat(43));
+    let page = stale.get(&app, "/account").await;
+    assert_eq!(page.location(), "/sign-in?ended=1");
+    let removal: Vec<&str> = page
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .filter(|v| v.contains("session"))
+        .collect();
+    assert_eq!(removal.len(), 1, "{removal:?}");
+    for part in [
+        "__Host-safehand_session=;",
+        "Path=/;",
+        "Max-Age=0",
+        "; Secure",
+    ] {
+        assert!(removal[0].contains(part), "{part} in {removal:?}");
+    }
+    // Forms work with the prefixed cookies, and sign-out removes the session cookie.
+    let page = app.post("/sign-out", &[]).await;
+    page.assert_contains("You have signed out");
+    assert!(!app.jar.contains_key("__Host-safehand_session"));
+    sign_in(&mut app, &admin).await;
+    assert_eq!(app.get("/account").await.status, StatusCode::OK);
 }
 
 async fn oversized_and_malformed_forms_change_nothing(backend: Backend) {

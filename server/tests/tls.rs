@@ -77,7 +77,7 @@ fn serves_https_with_hsts_and_secure_cookies() {
         "{headers}"
     );
     assert!(
-        headers.contains("set-cookie: safehand_csrf=") && headers.contains("; secure"),
+        headers.contains("set-cookie: __host-safehand_csrf=") && headers.contains("; secure"),
         "{headers}"
     );
     // Plain HTTP to the TLS port gets nothing useful.

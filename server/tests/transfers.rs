@@ -17,6 +17,7 @@ crate::both_databases!(
     contacts_are_verified_by_someone_other_than_who_entered_them,
     policy_and_allowed_domains_are_enforced,
     whole_journey_from_upload_to_download,
+    recipient_cookies_carry_the_host_prefix_under_https,
     link_page_changes_nothing_and_bad_links_read_the_same,
     codes_are_time_and_attempt_limited,
     wrong_passphrases_lock_the_transfer_and_tell_the_sender,
@@ -167,10 +168,7 @@ pub(crate) async fn upload_from(
     if !browser.jar.contains_key("safehand_csrf") {
         browser.get(app, "/transfers/new").await;
     }
-    let csrf = app
-        .state
-        .keys
-        .csrf_token(browser.jar.get("safehand_csrf").unwrap());
+    let csrf = crate::common::csrf_for(&app.state, &browser.jar);
     let req = Request::post("/transfers/new")
         .header(header::CONTENT_TYPE, body.0)
         .header("x-csrf-token", csrf)
@@ -870,6 +868,58 @@ async fn whole_journey_from_upload_to_download(backend: Backend) {
         audit::verify(w.app.db()).await.unwrap(),
         audit::Verification::Intact { .. }
     ));
+}
+
+/// Under HTTPS the recipient's session cookie is a `__Host-` cookie (so `Path=/`), named for
+/// its link, so two links open in one browser keep their own sessions.
+async fn recipient_cookies_carry_the_host_prefix_under_https(backend: Backend) {
+    use sha2::Digest;
+    let app = TestApp::with_settings(backend, |s| {
+        s.public_url = "https://safehand.test".into();
+        s.https = true;
+    })
+    .await;
+    let mut w = world_on(app).await;
+    let mut links = Vec::new();
+    for name in ["first.txt", "second.txt"] {
+        let (id, passphrase) = send_files(&mut w, &[(name, b"hello")]).await;
+        let page = confirm_release(&mut w, id).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        w.app.clock.advance(61);
+        let (_, body) = last_mail(&w.app, "Jo.Bloggs@northshire.gov.uk").await;
+        let link = body
+            .lines()
+            .find_map(|l| l.strip_prefix("https://safehand.test"))
+            .filter(|l| l.starts_with("/r/"))
+            .expect("an https link in the mail")
+            .to_string();
+        links.push((link, passphrase, name));
+    }
+    let mut browser = w.app.other_browser();
+    for (link, passphrase, _) in &links {
+        let mut r = recipient_session(&w.app, link).await;
+        unlock(&w.app, &mut r, link, passphrase).await;
+        let token = link.trim_start_matches("/r/");
+        let tag = hex::encode(&sha2::Sha256::digest(token.as_bytes())[..8]);
+        let name = format!("__Host-safehand_recipient_{tag}");
+        let value = r
+            .jar
+            .get(&name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {:?}", r.jar.keys().collect::<Vec<_>>()));
+        assert!(!r.jar.contains_key("safehand_recipient"));
+        // Both sessions in one browser.
+        browser.jar.insert(name, value);
+        browser.jar.insert(
+            "__Host-safehand_csrf".into(),
+            r.jar["__Host-safehand_csrf"].clone(),
+        );
+    }
+    for (link, _, name) in &links {
+        let page = browser.get(&w.app, &format!("{link}/files")).await;
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        page.assert_contains(name);
+    }
 }
 
 async fn link_page_changes_nothing_and_bad_links_read_the_same(backend: Backend) {
@@ -1712,10 +1762,7 @@ fn gated_body(body: Vec<u8>, first: usize, gate: tokio::sync::oneshot::Receiver<
 
 async fn upload_stream(app: &TestApp, browser: &mut Browser, ct: String, body: Body) -> Page {
     browser.get(app, "/transfers/new").await;
-    let csrf = app
-        .state
-        .keys
-        .csrf_token(browser.jar.get("safehand_csrf").unwrap());
+    let csrf = crate::common::csrf_for(&app.state, &browser.jar);
     let req = Request::post("/transfers/new")
         .header(header::CONTENT_TYPE, ct)
         .header("x-csrf-token", csrf)

@@ -294,7 +294,7 @@ async fn account_sign_out_everywhere_post(
             clear_session_cookie(state.settings.https),
         )],
         render(&MessagePage {
-            layout: Layout::visitor(&form.csrf),
+            layout: Layout::visitor(&form.csrf_for_session(&state.keys, None)),
             title: "You have signed out everywhere".into(),
             message: format!("All {ended} of your sessions have ended, including this one."),
             link_href: "/sign-in".into(),

@@ -1,12 +1,11 @@
 //! Signing in and out, first-run setup, enrolment links, TOTP enrolment and recovery codes.
 
-use super::extract::{clear_session_cookie, cookie, session_cookie, ClientAddress, Pending};
+use super::extract::{clear_session_cookie, session_cookie, ClientAddress, Pending};
 use super::form::{CsrfToken, Form};
 use super::templates::{
     render, CodePage, FormErrors, Layout, MessagePage, RecoveryCodesPage, SetPasswordPage,
     SignInPage, TotpEnrolPage,
 };
-use super::SESSION_COOKIE;
 use crate::accounts::{self, CodeCheck, LinkPurpose};
 use crate::audit::{self, Actor};
 use crate::sessions::{self, Stage};
@@ -256,7 +255,7 @@ async fn sign_in_code_post(
                 clear_session_cookie(state.settings.https),
             )],
             render(&SignInPage {
-                layout: Layout::visitor(&form.csrf),
+                layout: Layout::visitor(&form.csrf_for_session(&state.keys, None)),
                 email: user.email.clone(),
                 errors,
                 notice: None,
@@ -355,7 +354,7 @@ async fn sign_out_post(
     form: Form,
 ) -> Result<Response> {
     let now = state.clock.now();
-    if let Some(value) = cookie(&headers, SESSION_COOKIE) {
+    if let Some(value) = super::extract::session_cookie_value(&headers, state.settings.https) {
         if let sessions::Lookup::Active(s) =
             sessions::find(&state.db, now, &state.settings.sessions, &value).await?
         {
@@ -378,7 +377,7 @@ async fn sign_out_post(
             clear_session_cookie(state.settings.https),
         )],
         render(&MessagePage {
-            layout: Layout::visitor(&form.csrf),
+            layout: Layout::visitor(&form.csrf_for_session(&state.keys, None)),
             title: "You have signed out".into(),
             message: "You have signed out of Safehand.".into(),
             link_href: "/sign-in".into(),
@@ -679,7 +678,7 @@ async fn totp_enrol_post(
             is_staff: pending.user.has(accounts::Role::Staff),
             is_approver: pending.user.has(accounts::Role::Approver),
         }),
-        csrf: form.csrf.clone(),
+        csrf: form.csrf_for_session(&state.keys, Some(&value)),
     };
     Ok((
         [(

@@ -7,6 +7,11 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Json;
 
+/// Marks a response whose session cookie must be removed (the session has ended); the CSRF
+/// layer, which knows the cookie's name and flags, adds the `Set-Cookie`.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ForgetSession;
+
 /// What went wrong, attached to the response so the API layer can re-render it as JSON and the
 /// logging layer can log it.
 #[derive(Clone, Debug)]
@@ -95,9 +100,7 @@ impl IntoResponse for Error {
         if matches!(self, Error::SessionEnded) {
             // Forget a cookie that no longer works. (Not for `NotSignedIn`: that cookie may be
             // a sign-in still waiting for its code, which must survive a visit to another page.)
-            if let Ok(v) = HeaderValue::from_str(&super::extract::clear_session_cookie(false)) {
-                response.headers_mut().append(header::SET_COOKIE, v);
-            }
+            response.extensions_mut().insert(ForgetSession);
         }
         response.extensions_mut().insert(info);
         response

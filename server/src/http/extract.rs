@@ -1,7 +1,7 @@
 //! Who is asking: client address, session cookie or API token, and the typed role extractors
 //! (`Staff`, `Approver`, `Admin`, `Technician`) so a handler's signature says who may call it.
 
-use super::SESSION_COOKIE;
+use super::session_cookie_name;
 use crate::accounts::{self, Role, User};
 use crate::audit::{self, Actor};
 use crate::sessions::{self, Lookup, Session, Stage};
@@ -28,7 +28,8 @@ pub(crate) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 /// `Set-Cookie` for a session id.
 pub(crate) fn session_cookie(value: &str, https: bool) -> String {
     format!(
-        "{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{}",
+        "{}={value}; Path=/; HttpOnly; SameSite=Strict{}",
+        session_cookie_name(https),
         if https { "; Secure" } else { "" }
     )
 }
@@ -36,9 +37,15 @@ pub(crate) fn session_cookie(value: &str, https: bool) -> String {
 /// `Set-Cookie` that removes the session cookie.
 pub(crate) fn clear_session_cookie(https: bool) -> String {
     format!(
-        "{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        "{}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        session_cookie_name(https),
         if https { "; Secure" } else { "" }
     )
+}
+
+/// The raw session cookie this request carries, if any.
+pub(crate) fn session_cookie_value(headers: &HeaderMap, https: bool) -> Option<String> {
+    cookie(headers, session_cookie_name(https))
 }
 
 /// The client's address: the peer, or the last hop of `X-Forwarded-For` when the peer is a
@@ -173,7 +180,7 @@ async fn authenticate(parts: &mut Parts, state: &AppState) -> Result<Authenticat
             address,
         }
     } else {
-        let Some(value) = cookie(&parts.headers, SESSION_COOKIE) else {
+        let Some(value) = session_cookie_value(&parts.headers, state.settings.https) else {
             return Err(Error::NotSignedIn);
         };
         let session = match sessions::find(&state.db, now, &state.settings.sessions, &value).await?
@@ -304,7 +311,8 @@ impl FromRequestParts<AppState> for Pending {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
         let now = state.clock.now();
-        let value = cookie(&parts.headers, SESSION_COOKIE).ok_or(Error::NotSignedIn)?;
+        let value =
+            session_cookie_value(&parts.headers, state.settings.https).ok_or(Error::NotSignedIn)?;
         let session = match sessions::find(&state.db, now, &state.settings.sessions, &value).await?
         {
             Lookup::Active(s) if s.stage != Stage::Full => s,

@@ -1,11 +1,13 @@
 //! Forms and CSRF protection. Every visitor gets a random `safehand_csrf` cookie (HttpOnly,
-//! SameSite=Strict); every form carries HMAC(server key, that cookie) in a hidden `csrf`
-//! field. A POST whose field does not match its cookie is refused before anything changes.
-//! Another site can neither read the cookie nor compute the token.
+//! SameSite=Strict; `__Host-safehand_csrf` under HTTPS); every form carries
+//! HMAC(server key, that cookie and the sign-in session cookie) in a hidden `csrf` field. A
+//! POST whose field does not match its cookies is refused before anything changes. Another
+//! site can neither read the cookies nor compute the token, and a token (with its CSRF
+//! cookie) taken from one session, such as the attacker's own, is refused in another.
 
-use super::extract::cookie;
-use super::CSRF_COOKIE;
-use crate::keys::{new_token, same};
+use super::csrf_cookie_name;
+use super::extract::{cookie, session_cookie_value};
+use crate::keys::{new_token, same, ServerKeys};
 use crate::{AppState, Error};
 use axum::body::{to_bytes, Body};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
@@ -14,9 +16,27 @@ use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
-/// The CSRF cookie value for this request (set by [`ensure_csrf_cookie`]).
+/// The CSRF cookie value for this request (set by [`ensure_csrf_cookie`]) and the session
+/// cookie its tokens are bound to (`""` for none).
 #[derive(Clone, Debug)]
-struct CsrfCookie(String);
+struct CsrfCookie {
+    value: String,
+    session: String,
+}
+
+impl CsrfCookie {
+    fn token(&self, keys: &ServerKeys) -> String {
+        keys.csrf_token(&self.value, &self.session)
+    }
+}
+
+/// The CSRF token this request's forms must carry.
+fn expected_token(extensions: &axum::http::Extensions, keys: &ServerKeys) -> Result<String, Error> {
+    extensions
+        .get::<CsrfCookie>()
+        .map(|c| c.token(keys))
+        .ok_or_else(|| Error::Internal("CSRF layer missing".into()))
+}
 
 /// Gives a browser a CSRF cookie when it has none.
 pub(super) async fn ensure_csrf_cookie(
@@ -24,19 +44,35 @@ pub(super) async fn ensure_csrf_cookie(
     mut request: Request,
     next: Next,
 ) -> Response {
-    let existing = cookie(request.headers(), CSRF_COOKIE).filter(|v| v.len() == 43);
+    let https = state.settings.https;
+    let existing = cookie(request.headers(), csrf_cookie_name(https)).filter(|v| v.len() == 43);
     let (value, fresh) = match existing {
         Some(v) => (v, false),
         None => (new_token(), true),
     };
-    request.extensions_mut().insert(CsrfCookie(value.clone()));
+    let session = session_cookie_value(request.headers(), https).unwrap_or_default();
+    request.extensions_mut().insert(CsrfCookie {
+        value: value.clone(),
+        session,
+    });
     let mut response = next.run(request).await;
     if fresh {
         let set = format!(
-            "{CSRF_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{}",
-            if state.settings.https { "; Secure" } else { "" }
+            "{}={value}; Path=/; HttpOnly; SameSite=Strict{}",
+            csrf_cookie_name(https),
+            if https { "; Secure" } else { "" }
         );
         if let Ok(v) = HeaderValue::from_str(&set) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    // An ended session's cookie is forgotten here, where the cookie's name and flags are known.
+    if response
+        .extensions()
+        .get::<super::error::ForgetSession>()
+        .is_some()
+    {
+        if let Ok(v) = HeaderValue::from_str(&super::extract::clear_session_cookie(https)) {
             response.headers_mut().append(header::SET_COOKIE, v);
         }
     }
@@ -51,11 +87,7 @@ impl FromRequestParts<AppState> for CsrfToken {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let cookie = parts
-            .extensions
-            .get::<CsrfCookie>()
-            .ok_or_else(|| Error::Internal("CSRF layer missing".into()))?;
-        Ok(Self(state.keys.csrf_token(&cookie.0)))
+        Ok(Self(expected_token(&parts.extensions, &state.keys)?))
     }
 }
 
@@ -66,6 +98,7 @@ pub struct Form {
     fields: Vec<(String, String)>,
     /// A fresh token for re-rendering the form.
     pub csrf: String,
+    cookie: CsrfCookie,
 }
 
 impl Form {
@@ -76,6 +109,13 @@ impl Form {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.as_str())
             .unwrap_or("")
+    }
+
+    /// The token for a page rendered in a response that also replaces the session cookie
+    /// with `session` (`None`: removes it), so the page's forms match the cookies the browser
+    /// will then send.
+    pub fn csrf_for_session(&self, keys: &ServerKeys, session: Option<&str>) -> String {
+        keys.csrf_token(&self.cookie.value, session.unwrap_or(""))
     }
 
     /// Every value of a repeated field.
@@ -93,11 +133,12 @@ impl FromRequest<AppState> for Form {
 
     async fn from_request(request: Request<Body>, state: &AppState) -> Result<Self, Error> {
         let (parts, body) = request.into_parts();
-        let expected = parts
+        let cookie = parts
             .extensions
             .get::<CsrfCookie>()
-            .map(|c| state.keys.csrf_token(&c.0))
+            .cloned()
             .ok_or_else(|| Error::Internal("CSRF layer missing".into()))?;
+        let expected = cookie.token(&state.keys);
         let is_form = parts
             .headers
             .get(header::CONTENT_TYPE)
@@ -135,6 +176,7 @@ impl FromRequest<AppState> for Form {
         Ok(Self {
             fields,
             csrf: expected,
+            cookie,
         })
     }
 }
@@ -185,11 +227,7 @@ impl FromRequest<AppState> for UploadForm {
     type Rejection = Error;
 
     async fn from_request(request: Request<Body>, state: &AppState) -> Result<Self, Error> {
-        let expected = request
-            .extensions()
-            .get::<CsrfCookie>()
-            .map(|c| state.keys.csrf_token(&c.0))
-            .ok_or_else(|| Error::Internal("CSRF layer missing".into()))?;
+        let expected = expected_token(request.extensions(), &state.keys)?;
         let mut multipart = axum::extract::Multipart::from_request(request, state)
             .await
             .map_err(|_| {
@@ -262,11 +300,7 @@ impl FromRequestParts<AppState> for CsrfHeader {
     type Rejection = Error;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Error> {
-        let expected = parts
-            .extensions
-            .get::<CsrfCookie>()
-            .map(|c| state.keys.csrf_token(&c.0))
-            .ok_or_else(|| Error::Internal("CSRF layer missing".into()))?;
+        let expected = expected_token(&parts.extensions, &state.keys)?;
         let sent = parts
             .headers
             .get("x-csrf-token")

@@ -33,10 +33,25 @@ use axum::Router;
 /// Largest form body accepted (a sign-in or settings form is a few hundred bytes).
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
 
-/// The session cookie's name.
-pub const SESSION_COOKIE: &str = "safehand_session";
-/// The CSRF cookie's name.
-pub const CSRF_COOKIE: &str = "safehand_csrf";
+/// The session cookie's name. Under HTTPS every cookie carries the `__Host-` prefix: the
+/// browser then accepts it only from this origin over HTTPS, with `Path=/` and no `Domain`, so
+/// a page on a sibling subdomain cannot plant or overwrite one.
+pub fn session_cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-safehand_session"
+    } else {
+        "safehand_session"
+    }
+}
+
+/// The CSRF cookie's name (see [`session_cookie_name`]).
+pub fn csrf_cookie_name(https: bool) -> &'static str {
+    if https {
+        "__Host-safehand_csrf"
+    } else {
+        "safehand_csrf"
+    }
+}
 
 /// The whole service's router.
 pub fn router(state: AppState) -> Router {

@@ -21,7 +21,19 @@ use axum::{Json, Router};
 use safehand_crypto::SecretString;
 
 /// The recipient session cookie.
-const COOKIE: &str = "safehand_recipient";
+/// The recipient session cookie for one link. Over plain HTTP it is `safehand_recipient`,
+/// scoped to the link's path; under HTTPS it is `__Host-safehand_recipient_<tag>` (the
+/// prefix needs `Path=/`, so the name carries a tag derived from the link token instead, and
+/// two links open in one browser keep their own sessions).
+fn cookie_name(token: &str, https: bool) -> String {
+    if https {
+        use sha2::Digest;
+        let tag = hex::encode(&sha2::Sha256::digest(token.as_bytes())[..8]);
+        format!("__Host-safehand_recipient_{tag}")
+    } else {
+        "safehand_recipient".to_string()
+    }
+}
 
 pub(super) fn router() -> Router<AppState> {
     Router::new()
@@ -224,7 +236,13 @@ fn code_error(csrf: &str, token: &str, message: String) -> Response {
 
 fn session_cookie(value: &str, token: &str, https: bool) -> String {
     format!(
-        "{COOKIE}={value}; Path=/r/{token}; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        "{}={value}; Path={}; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        cookie_name(token, https),
+        if https {
+            "/".to_string()
+        } else {
+            format!("/r/{token}")
+        },
         recipient::SESSION_LIFETIME,
         if https { "; Secure" } else { "" }
     )
@@ -261,7 +279,7 @@ async fn with_session(
 ) -> Result<(Transfer, Option<RecipientSession>)> {
     let now = state.clock.now();
     let t = recipient::by_link(&state.db, now, token).await?;
-    let session = match cookie(headers, COOKIE) {
+    let session = match cookie(headers, &cookie_name(token, state.settings.https)) {
         Some(v) => recipient::session(&state.db, &state.keys, now, &t, &v).await?,
         None => None,
     };
