@@ -34,10 +34,16 @@ use crate::server::{call, private_file, start_server_with, unique_token, Databas
 /// A staff member (also an admin) with an API token, two verified contacts at an allowed
 /// domain (`dana` and `eli`), a verified contact outside the allowed domains, and an
 /// unverified contact.
-fn seed(rt: &tokio::runtime::Runtime, url: &str, dana: &str, eli: &str) -> String {
+fn seed(rt: &tokio::runtime::Runtime, url: &str, data: &Path, dana: &str, eli: &str) -> String {
     rt.block_on(async {
+        // The records go under the audit key the server will load from its data folder.
+        fs::create_dir_all(data).unwrap();
         let db = Db::connect(url).await.unwrap();
         db.migrate().await.unwrap();
+        let audit_key = safehand_server::audit::load_or_create_key(&data.join("audit.key"), &db)
+            .await
+            .unwrap();
+        let db = db.with_audit_key(audit_key);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -218,8 +224,8 @@ fn send_list_recall(postgres: bool) {
         .build()
         .unwrap();
     let database = Database::new(&rt, postgres, dir.path(), "transfers_cli");
-    let token = seed(&rt, &database.url, &dana, &eli);
     let data = dir.path().join("data");
+    let token = seed(&rt, &database.url, &data, &dana, &eli);
     // A data folder (and blob folder) made by hand, open to everyone as `mkdir` makes them: the
     // server makes them private.
     {

@@ -128,6 +128,27 @@ passphrase. Nothing is written into DIR unless the whole payload authenticates.\
 Exit codes: 0 opened; 1 not opened (the message says why); 2 bad usage."
     )]
     Fetch(FetchArgs),
+    /// Check an exported audit log away from the server: every record against its hash and
+    /// the one before, and the server's signature over the head.
+    #[command(
+        name = "audit-verify",
+        after_help = "Example:\n  safehand audit-verify safehand-audit.json --public-key ed25519:...\n\
+Export the whole log (no filters) as JSON from the server's audit page; that page also shows\n\
+the signing key to give with --public-key (note it down once and compare). Without\n\
+--public-key the key named in the export is used, which only proves the file is consistent.\n\
+Exit codes: 0 intact; 1 not intact or not checkable (the message says why); 2 bad usage."
+    )]
+    AuditVerify(AuditVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// The JSON export (safehand-audit.json).
+    #[arg(value_name = "EXPORT.json")]
+    pub export: PathBuf,
+    /// The service's audit signing key (ed25519:...), or a file holding it.
+    #[arg(long, value_name = "KEY")]
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         Command::Undo(a) => cmd::transfers::undo(a),
         Command::Release(a) => cmd::transfers::release(a),
         Command::Fetch(a) => cmd::fetch::run(a),
+        Command::AuditVerify(a) => cmd::audit::run(a),
     };
     match result {
         Ok(code) => code,

@@ -25,6 +25,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod audit_chain;
 mod encryption;
 mod error;
 mod keys;

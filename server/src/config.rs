@@ -63,6 +63,11 @@ pub struct Config {
     #[arg(long, env = "SAFEHAND_SERVER_KEY_FILE", global = true)]
     pub server_key_file: Option<PathBuf>,
 
+    /// File holding the audit key, which MACs the audit log's records and signs its heads.
+    /// Default: DATA_DIR/audit.key, created when absent. Every instance needs the same one.
+    #[arg(long, env = "SAFEHAND_AUDIT_KEY_FILE", global = true)]
+    pub audit_key_file: Option<PathBuf>,
+
     /// Sessions end after this long without activity (e.g. 15m, 900s, 1h).
     #[arg(long, env = "SAFEHAND_SESSION_IDLE_TIMEOUT", default_value = "15m", value_parser = duration_secs, global = true)]
     pub session_idle_timeout: i64,
@@ -222,8 +227,15 @@ pub enum AdminCommand {
         /// The user's email address.
         email: String,
     },
-    /// Check the audit log's hash chain and report the first broken link.
+    /// Check the audit log's chain (hashes, MACs under the audit key, signed heads) and report
+    /// the first broken link.
     AuditVerify,
+    /// Write the whole audit log as JSON with a head signed now (what the audit page's JSON
+    /// export without filters gives), for `safehand audit-verify` on another computer.
+    AuditExport {
+        /// Where to write it (created 0600; refuses to replace a file).
+        file: std::path::PathBuf,
+    },
     /// Apply database migrations and exit.
     Migrate,
     /// Replace the server key: seal every secret at rest again under a new key, keep the old
@@ -320,6 +332,8 @@ pub struct Resolved {
     pub server_key: Option<SecretString>,
     /// Key file used when no key is configured.
     pub server_key_file: PathBuf,
+    /// The audit key file.
+    pub audit_key_file: PathBuf,
     /// How mail leaves the server.
     pub mail: crate::mail::Delivery,
     /// Sender address of the service's mail.
@@ -522,6 +536,10 @@ impl Config {
                 .server_key_file
                 .clone()
                 .unwrap_or_else(|| self.data_dir.join("server.key")),
+            audit_key_file: self
+                .audit_key_file
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("audit.key")),
         })
     }
 }

@@ -5,8 +5,10 @@
 //! as integer unix seconds, flags as integers 0/1, binary as `blob`/`bytea`, and ids returned
 //! with `returning`. The only dialect-specific part is the migrations folder, chosen at run time.
 
+use safehand_crypto::audit_chain::AuditKey;
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
+use std::sync::Arc;
 
 /// Which database the service talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,11 +19,57 @@ pub enum Dialect {
     Postgres,
 }
 
-/// A pool of connections to the service's database.
+/// A pool of connections to the service's database, and the audit key that the audit log's
+/// records are MACed and its heads signed with ([`crate::audit`]).
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: AnyPool,
     dialect: Dialect,
+    audit_key: Option<Arc<AuditKey>>,
+}
+
+/// A transaction that writes ([`Db::begin`]). It derefs to the connection, so queries take
+/// `&mut *tx` and helpers taking `&mut AnyConnection` take `&mut tx`; the audit log appends
+/// through it with the audit key it carries.
+pub struct Tx {
+    inner: sqlx::Transaction<'static, sqlx::Any>,
+    audit_key: Option<Arc<AuditKey>>,
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tx")
+    }
+}
+
+impl Tx {
+    /// Commits the transaction.
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.inner.commit().await
+    }
+
+    /// Rolls the transaction back (dropping it does the same).
+    pub async fn rollback(self) -> Result<(), sqlx::Error> {
+        self.inner.rollback().await
+    }
+
+    /// The audit key, when the service has loaded one.
+    pub(crate) fn audit_key(&self) -> Option<&AuditKey> {
+        self.audit_key.as_deref()
+    }
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &sqlx::AnyConnection {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.inner
+    }
 }
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -70,7 +118,30 @@ impl Db {
             options = options.max_connections(16);
         }
         let pool = options.connect(url).await?;
-        Ok(Self { pool, dialect })
+        Ok(Self {
+            pool,
+            dialect,
+            audit_key: None,
+        })
+    }
+
+    /// This database with the audit key its audit log is kept under. Every handle that
+    /// appends to or checks the log needs it ([`crate::audit`]).
+    pub fn with_audit_key(mut self, key: AuditKey) -> Self {
+        self.audit_key = Some(Arc::new(key));
+        self
+    }
+
+    /// This database with the audit key `other` holds (another pool on the same database,
+    /// as a second instance has).
+    pub fn with_audit_key_of(mut self, other: &Db) -> Self {
+        self.audit_key = other.audit_key.clone();
+        self
+    }
+
+    /// The audit key, when loaded.
+    pub fn audit_key(&self) -> Option<&AuditKey> {
+        self.audit_key.as_deref()
     }
 
     /// Applies the embedded migrations that have not run yet.
@@ -84,11 +155,15 @@ impl Db {
     /// Begins a transaction that writes. On SQLite it takes the write lock at once
     /// (`begin immediate`), so a transaction that reads before it writes cannot fail half-way
     /// because another writer committed in between; PostgreSQL uses row locks as usual.
-    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-        match self.dialect {
-            Dialect::Sqlite => self.pool.begin_with("begin immediate").await,
-            Dialect::Postgres => self.pool.begin().await,
-        }
+    pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
+        let inner = match self.dialect {
+            Dialect::Sqlite => self.pool.begin_with("begin immediate").await?,
+            Dialect::Postgres => self.pool.begin().await?,
+        };
+        Ok(Tx {
+            inner,
+            audit_key: self.audit_key.clone(),
+        })
     }
 
     /// The connection pool, for the domain modules' queries.
@@ -196,7 +271,7 @@ impl Db {
 }
 
 /// Reads an optional integer column (NULL becomes `None`).
-pub(crate) fn opt_i64(row: &AnyRow, column: &str) -> Result<Option<i64>, sqlx::Error> {
+pub fn opt_i64(row: &AnyRow, column: &str) -> Result<Option<i64>, sqlx::Error> {
     row.try_get::<Option<i64>, _>(column)
 }
 

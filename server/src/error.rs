@@ -57,6 +57,9 @@ pub enum Error {
     /// The configured server key is not 32 bytes of hex or base64; the text says what it is.
     #[error("the server key must be 32 bytes, written as 64 hex digits or base64 ({0})")]
     KeyMalformed(String),
+    /// The audit key cannot be used with this database; the text says what to do.
+    #[error("{0}")]
+    AuditKey(String),
     /// A value sealed at rest did not authenticate under the server key (logged, not shown).
     #[error("a stored secret could not be decrypted with the server key")]
     Unseal,

@@ -71,6 +71,10 @@ async fn run() -> anyhow::Result<ExitCode> {
         .await
         .context("cannot open the database (check DATABASE_URL)")?;
     db.migrate().await.context("database migrations failed")?;
+    let audit_key = audit::load_or_create_key(&config.audit_key_file, &db)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot read the audit key: {e}"))?;
+    let db = db.with_audit_key(audit_key);
     let clock = Clock::system();
 
     if rotating {
@@ -230,6 +234,8 @@ async fn run() -> anyhow::Result<ExitCode> {
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         }
     });
+    // The audit log's head is checked and signed at start-up, then at intervals.
+    sign_audit_head(&db, clock.now(), 0).await;
     // Housekeeping: remove dead sessions now and then.
     let sweeper_db = db.clone();
     let sweeper_clock = clock.clone();
@@ -247,6 +253,7 @@ async fn run() -> anyhow::Result<ExitCode> {
             {
                 tracing::warn!(error = %e, "sign-in failure sweep failed");
             }
+            sign_audit_head(&sweeper_db, now, audit::SIGN_INTERVAL_SECS).await;
         }
     });
     match tls {
@@ -257,6 +264,16 @@ async fn run() -> anyhow::Result<ExitCode> {
     worker.stop().await;
     db.close().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks the audit chain and signs its head when it has grown (a broken chain is logged as
+/// an error and never signed).
+async fn sign_audit_head(db: &Db, now: i64, interval: i64) {
+    match audit::sign_head_if_due(db, now, interval).await {
+        Ok(Some(seq)) => tracing::info!(seq, "audit log head signed"),
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "could not sign the audit log's head"),
+    }
 }
 
 /// A positive number of seconds (checked by the flag parser) as a duration.
@@ -402,9 +419,58 @@ async fn admin(
             println!("The password of {} no longer works. Give them this one-time link to set a new one:", user.email);
             println!("  {public_url}/enrol/{token}");
         }
+        AdminCommand::AuditExport { file } => {
+            let export = audit::export_chain(db, now, i64::MAX).await?;
+            let text = serde_json::to_string_pretty(&export.document())?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create_new(true);
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                options.mode(0o600);
+            }
+            let mut out = options
+                .open(&file)
+                .with_context(|| format!("cannot create {}", file.display()))?;
+            std::io::Write::write_all(&mut out, text.as_bytes())
+                .and_then(|()| out.sync_all())
+                .with_context(|| format!("cannot write {}", file.display()))?;
+            audit::record(db, now, &actor, "audit_exported", "audit log", serde_json::json!({ "format": "json", "records": export.records.len(), "signed": export.broken.is_none(), "by": "command line" })).await?;
+            match export.broken {
+                None => println!(
+                    "Wrote {} records to {}, signed by {}. Check it with: safehand audit-verify {} --public-key {}",
+                    export.records.len(),
+                    file.display(),
+                    export.public_key,
+                    file.display(),
+                    export.public_key
+                ),
+                Some(reason) => {
+                    println!("Wrote {} records to {}, NOT signed: {reason}.", export.records.len(), file.display());
+                    return Ok(ExitCode::from(1));
+                }
+            }
+        }
         AdminCommand::AuditVerify => match audit::verify(db).await? {
-            Verification::Intact { records, head } => {
+            Verification::Intact {
+                records,
+                head,
+                unkeyed,
+                signed_up_to,
+            } => {
                 println!("The audit log is intact: {records} records, head {head}.");
+                if unkeyed > 0 {
+                    println!("The first {unkeyed} records were written before the chain was keyed: they cannot have been changed since record {} was written (its MAC covers them), but nothing proves they were not changed before.", unkeyed + 1);
+                }
+                match signed_up_to {
+                    Some(seq) => println!(
+                        "Heads are signed up to record {seq}; the signing key is {}.",
+                        audit::public_key(db)?
+                    ),
+                    None => println!(
+                        "No head has been signed yet; the signing key is {}.",
+                        audit::public_key(db)?
+                    ),
+                }
             }
             Verification::Broken { seq, reason } => {
                 println!("The audit log is BROKEN at record {seq}: {reason}.");

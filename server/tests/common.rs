@@ -41,7 +41,10 @@ impl TestDb {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
                 let url = format!("sqlite://{}?mode=rwc", dir.path().join("test.db").display());
-                let db = Db::connect(&url).await.unwrap();
+                let db = Db::connect(&url)
+                    .await
+                    .unwrap()
+                    .with_audit_key(safehand_crypto::audit_chain::AuditKey::generate(1).0);
                 db.migrate().await.unwrap();
                 Self {
                     db,
@@ -69,7 +72,10 @@ impl TestDb {
                     .map(|(b, _)| b.to_string())
                     .unwrap();
                 let url = format!("{base}/{name}");
-                let db = Db::connect(&url).await.unwrap();
+                let db = Db::connect(&url)
+                    .await
+                    .unwrap()
+                    .with_audit_key(safehand_crypto::audit_chain::AuditKey::generate(1).0);
                 db.migrate().await.unwrap();
                 Self {
                     db,

@@ -298,7 +298,10 @@ async fn two_workers_never_send_the_same_mail(backend: Backend) {
     let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
     let mut workers = Vec::new();
     for dir in &dirs {
-        let db = Db::connect(&tdb.url).await.unwrap();
+        let db = Db::connect(&tdb.url)
+            .await
+            .unwrap()
+            .with_audit_key_of(&tdb.db);
         let delivery = Delivery::Folder(dir.path().join("outbox"));
         workers.push(Worker::new(db, clock.clone(), &delivery, FROM, policy()).unwrap());
     }

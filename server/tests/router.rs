@@ -28,6 +28,9 @@ crate::both_databases!(
     security_headers_on_every_response,
     health_readiness_and_metrics,
     audit_log_is_append_only_and_verify_finds_the_first_broken_link,
+    audit_chain_is_keyed_and_its_head_signed,
+    audit_heads_are_signed_at_intervals,
+    records_from_before_the_key_are_protected_by_the_first_keyed_one,
     audit_page_filters_and_exports,
     totp_seed_is_stored_encrypted,
     admin_resets_totp_and_password,
@@ -1434,6 +1437,379 @@ async fn audit_log_is_append_only_and_verify_finds_the_first_broken_link(backend
             reason: "its contents do not match its hash (the record was changed)".into()
         }
     );
+}
+
+/// Rewrites record `from` (its subject) and recomputes every unkeyed hash after it and the
+/// head, as someone with full database access but without the audit key could.
+async fn rewrite_from(app: &TestApp, from: i64, subject: &str) {
+    use safehand_crypto::audit_chain::{record_hash, Fields};
+    use sqlx::Row;
+    let rows = sqlx::query(
+        "select seq, at, actor_id, actor, action, subject, address, details, prev_hash from audit_log order by seq",
+    )
+    .fetch_all(app.db().pool())
+    .await
+    .unwrap();
+    let mut prev = String::new();
+    for row in &rows {
+        let seq: i64 = row.get("seq");
+        let actor_id = safehand_server::db::opt_i64(row, "actor_id").unwrap();
+        let (actor, action, address, details): (String, String, String, String) = (
+            row.get("actor"),
+            row.get("action"),
+            row.get("address"),
+            row.get("details"),
+        );
+        let mut subj: String = row.get("subject");
+        let mut prev_hash: String = row.get("prev_hash");
+        if seq < from {
+            prev = record_hash(&Fields {
+                seq,
+                at: row.get("at"),
+                actor_id,
+                actor: &actor,
+                action: &action,
+                subject: &subj,
+                address: &address,
+                details: &details,
+                prev_hash: &prev_hash,
+            });
+            continue;
+        }
+        if seq == from {
+            subj = subject.to_string();
+        }
+        prev_hash = prev.clone();
+        let hash = record_hash(&Fields {
+            seq,
+            at: row.get("at"),
+            actor_id,
+            actor: &actor,
+            action: &action,
+            subject: &subj,
+            address: &address,
+            details: &details,
+            prev_hash: &prev_hash,
+        });
+        // prev_hash is unique: clear the old values first.
+        sqlx::query("update audit_log set prev_hash = $1 where seq = $2")
+            .bind(format!("x{seq}"))
+            .bind(seq)
+            .execute(app.db().pool())
+            .await
+            .unwrap();
+        sqlx::query("update audit_log set subject = $1, prev_hash = $2, hash = $3 where seq = $4")
+            .bind(&subj)
+            .bind(&prev_hash)
+            .bind(&hash)
+            .bind(seq)
+            .execute(app.db().pool())
+            .await
+            .unwrap();
+        prev = hash;
+    }
+    sqlx::query("update audit_head set hash = $1 where id = 1")
+        .bind(&prev)
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+}
+
+async fn drop_audit_guards(app: &TestApp) {
+    let statements: &[&str] = match app.db().dialect() {
+        Dialect::Sqlite => &[
+            "drop trigger audit_log_no_update",
+            "drop trigger audit_signatures_no_update",
+            "drop trigger audit_signatures_no_delete",
+        ],
+        Dialect::Postgres => &[
+            "drop trigger audit_log_no_change on audit_log",
+            "drop trigger audit_signatures_no_change on audit_signatures",
+        ],
+    };
+    for q in statements {
+        sqlx::query(q).execute(app.db().pool()).await.unwrap();
+    }
+}
+
+/// The chain is keyed and its head signed: a database writer who rewrites a record and
+/// recomputes every unkeyed hash is caught, on the server and in an export checked offline.
+async fn audit_chain_is_keyed_and_its_head_signed(backend: Backend) {
+    use safehand_crypto::audit_chain::verify_export;
+    use safehand_crypto::certificate::PublicKey;
+    let mut app = TestApp::new(backend).await;
+    let admin = setup_admin(&mut app).await;
+    sign_in(&mut app, &admin).await;
+    invite(&mut app, "sam@school.sch.uk", "Sam Staff", &["staff"]).await;
+    // Every record has a MAC; none predates the key.
+    let Verification::Intact {
+        records, unkeyed, ..
+    } = audit::verify(app.db()).await.unwrap()
+    else {
+        panic!("intact log reported broken")
+    };
+    assert!(records >= 8, "{records}");
+    assert_eq!(unkeyed, 0);
+    // The audit page shows the signing key; the whole-log export checks out offline with it.
+    let page = app.get("/admin/audit").await;
+    let key_text = page
+        .between("id=\"audit-public-key\">", "<")
+        .expect("the signing key on the audit page");
+    let key: PublicKey = key_text.parse().unwrap();
+    let export = app.get("/admin/audit.json").await;
+    assert_eq!(export.status, StatusCode::OK);
+    let report = verify_export(export.body.as_bytes(), Some(&key)).unwrap();
+    assert_eq!(report.records, records);
+    assert_eq!(report.signed_heads.last(), Some(&records));
+    // ... but not with another key, nor after a record in the file is changed and every hash
+    // in the file recomputed.
+    let (other, _) = safehand_crypto::audit_chain::AuditKey::generate(1);
+    assert!(
+        verify_export(export.body.as_bytes(), Some(&other.public_key()))
+            .unwrap_err()
+            .contains("not by the key you gave")
+    );
+    let mut v: serde_json::Value = serde_json::from_str(&export.body).unwrap();
+    {
+        use safehand_crypto::audit_chain::{record_hash, Fields, GENESIS};
+        let recs = v["records"].as_array_mut().unwrap();
+        recs[2]["subject"] = "mallory@evil.example".into();
+        let mut prev = GENESIS.to_string();
+        for r in recs.iter_mut() {
+            r["prev_hash"] = prev.clone().into();
+            let hash = record_hash(&Fields {
+                seq: r["seq"].as_i64().unwrap(),
+                at: r["at_unix"].as_i64().unwrap(),
+                actor_id: r["actor_id"].as_i64(),
+                actor: r["actor"].as_str().unwrap(),
+                action: r["action"].as_str().unwrap(),
+                subject: r["subject"].as_str().unwrap(),
+                address: r["address"].as_str().unwrap(),
+                details: r["details_text"].as_str().unwrap(),
+                prev_hash: &prev,
+            });
+            r["hash"] = hash.clone().into();
+            prev = hash;
+        }
+    }
+    let forged = serde_json::to_vec(&v).unwrap();
+    let err = verify_export(&forged, Some(&key)).unwrap_err();
+    assert!(err.contains("not the ones the server signed"), "{err}");
+    // A filtered export says it cannot be checked as a chain.
+    let filtered = app.get("/admin/audit.json?action=user_created").await;
+    assert!(verify_export(filtered.body.as_bytes(), Some(&key))
+        .unwrap_err()
+        .contains("filtered export"));
+
+    // On the server: someone with full database access rewrites record 3 and recomputes
+    // every unkeyed hash after it and the head. The unkeyed chain is consistent again...
+    drop_audit_guards(&app).await;
+    // (the signed heads would give it away too; they are removed to test the MACs alone)
+    sqlx::query("delete from audit_signatures")
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    rewrite_from(&app, 3, "mallory@evil.example").await;
+    // ... but the MAC of record 3 no longer matches.
+    assert_eq!(
+        audit::verify(app.db()).await.unwrap(),
+        Verification::Broken {
+            seq: 3,
+            reason: "its MAC is wrong: the record, or one before it, was rewritten by someone without the audit key".into()
+        }
+    );
+    // Removing the MACs from there on does not help: a record without one after records
+    // with one is a rewrite.
+    sqlx::query("update audit_log set mac = null where seq >= 3")
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        audit::verify(app.db()).await.unwrap(),
+        Verification::Broken {
+            seq: 3,
+            reason: "its MAC is missing, though it was written after the log was keyed (the record was rewritten)".into()
+        }
+    );
+    // Nor does removing every MAC to pass the whole log off as older than the key: the key
+    // file says from which record on MACs are due (here, the first).
+    sqlx::query("update audit_log set mac = null")
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    let Verification::Broken { seq, .. } = audit::verify(app.db()).await.unwrap() else {
+        panic!("a rewritten log without MACs reported intact")
+    };
+    assert_eq!(seq, 1);
+    // A broken chain is never signed: the export says so and does not check out offline.
+    let export = app.get("/admin/audit.json").await;
+    let err = verify_export(export.body.as_bytes(), Some(&key)).unwrap_err();
+    assert!(err.contains("This export is not signed"), "{err}");
+    assert_eq!(
+        audit::sign_head_if_due(app.db(), app.clock.now(), 0)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+/// Heads are signed at intervals (by the sweeper), only when the log has grown; a forged or
+/// altered signature is caught.
+async fn audit_heads_are_signed_at_intervals(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    setup_admin(&mut app).await;
+    let now = app.clock.now();
+    let first = audit::sign_head_if_due(app.db(), now, audit::SIGN_INTERVAL_SECS)
+        .await
+        .unwrap()
+        .expect("the first head is signed at once");
+    // Not grown: nothing to sign.
+    app.clock.advance(audit::SIGN_INTERVAL_SECS + 1);
+    assert_eq!(
+        audit::sign_head_if_due(app.db(), app.clock.now(), audit::SIGN_INTERVAL_SECS)
+            .await
+            .unwrap(),
+        None
+    );
+    // Grown, but too soon after the last signature.
+    app.post("/sign-out", &[]).await;
+    assert_eq!(
+        audit::sign_head_if_due(app.db(), now + 10, audit::SIGN_INTERVAL_SECS)
+            .await
+            .unwrap(),
+        None
+    );
+    let Verification::Intact { signed_up_to, .. } = audit::verify(app.db()).await.unwrap() else {
+        panic!("broken")
+    };
+    assert_eq!(signed_up_to, Some(first));
+    // Grown and due.
+    let second = audit::sign_head_if_due(app.db(), app.clock.now(), audit::SIGN_INTERVAL_SECS)
+        .await
+        .unwrap()
+        .expect("grown and due");
+    assert!(second > first);
+    // A signature row changed by a database writer is caught.
+    drop_audit_guards(&app).await;
+    sqlx::query("update audit_signatures set at = at + 1 where seq = $1")
+        .bind(first)
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        audit::verify(app.db()).await.unwrap(),
+        Verification::Broken {
+            seq: first,
+            reason:
+                "the head signed at this record does not match it, or its signature is not valid"
+                    .into()
+        }
+    );
+}
+
+/// A log kept by an older release has records without MACs; a key made for it notes where
+/// keying began. Those records verify, and rewriting them is caught by the first keyed
+/// record, whose MAC covers their last hash.
+async fn records_from_before_the_key_are_protected_by_the_first_keyed_one(backend: Backend) {
+    use safehand_crypto::audit_chain::{record_hash, AuditKey, Fields, GENESIS};
+    let app = TestApp::new(backend).await;
+    // Two records as the older release wrote them: unkeyed hashes, no MAC.
+    let mut prev = GENESIS.to_string();
+    for seq in 1..=2i64 {
+        let subject = format!("old-{seq}@school.sch.uk");
+        let hash = record_hash(&Fields {
+            seq,
+            at: START + seq,
+            actor_id: None,
+            actor: "operator (command line)",
+            action: "user_created",
+            subject: &subject,
+            address: "local",
+            details: "{}",
+            prev_hash: &prev,
+        });
+        sqlx::query(
+            "insert into audit_log (seq, at, actor_id, actor, action, subject, address, details, prev_hash, hash) \
+             values ($1, $2, null, 'operator (command line)', 'user_created', $3, 'local', '{}', $4, $5)",
+        )
+        .bind(seq)
+        .bind(START + seq)
+        .bind(&subject)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+        prev = hash;
+    }
+    sqlx::query("update audit_head set seq = 2, hash = $1 where id = 1")
+        .bind(&prev)
+        .execute(app.db().pool())
+        .await
+        .unwrap();
+    // The upgraded server makes its key now: keyed from record 3.
+    let dir = tempfile::tempdir().unwrap();
+    let bare = safehand_server::db::Db::connect(&app.tdb.url)
+        .await
+        .unwrap();
+    let key = audit::load_or_create_key(&dir.path().join("audit.key"), &bare)
+        .await
+        .unwrap();
+    assert_eq!(key.keyed_from(), 3);
+    let text = std::fs::read_to_string(dir.path().join("audit.key")).unwrap();
+    assert!(text.contains("keyed-from: 3"), "{text}");
+    assert_eq!(
+        AuditKey::parse(&text).unwrap().public_key(),
+        key.public_key()
+    );
+    let db = bare.with_audit_key(key);
+    audit::record(
+        &db,
+        START + 10,
+        &audit::Actor::operator(),
+        "policy_changed",
+        "policy",
+        serde_json::json!({}),
+    )
+    .await
+    .unwrap();
+    let Verification::Intact {
+        records, unkeyed, ..
+    } = audit::verify(&db).await.unwrap()
+    else {
+        panic!("broken")
+    };
+    assert_eq!((records, unkeyed), (3, 2));
+    // Rewriting an old record (and its hash, and the link of the next) is caught at 3.
+    drop_audit_guards(&app).await;
+    let hash = record_hash(&Fields {
+        seq: 2,
+        at: START + 2,
+        actor_id: None,
+        actor: "operator (command line)",
+        action: "user_created",
+        subject: "mallory@evil.example",
+        address: "local",
+        details: "{}",
+        prev_hash: &sqlx::query_scalar::<_, String>("select hash from audit_log where seq = 1")
+            .fetch_one(db.pool())
+            .await
+            .unwrap(),
+    });
+    sqlx::query("update audit_log set subject = 'mallory@evil.example', hash = $1 where seq = 2")
+        .bind(&hash)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("update audit_log set prev_hash = $1 where seq = 3")
+        .bind(&hash)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let Verification::Broken { seq, .. } = audit::verify(&db).await.unwrap() else {
+        panic!("rewritten old record not caught")
+    };
+    assert_eq!(seq, 3);
 }
 
 async fn audit_page_filters_and_exports(backend: Backend) {

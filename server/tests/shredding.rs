@@ -1,5 +1,5 @@
-//! Crypto-shredding on disk, on SQLite and PostgreSQL: once a transfer is recalled, expired or
-//! locked, no byte that opens its body (the age header, the recipient session's sealed file
+//! Crypto-shredding on disk, on SQLite and PostgreSQL: once a transfer is recalled, expired,
+//! locked or its download limit used up, no byte that opens its body (the age header, the recipient session's sealed file
 //! key) and no recipient link or mailed code is left in the live database's files, and a copy
 //! of the blob taken before the shred cannot be opened with everything left plus the
 //! passphrase and the server key.
@@ -10,7 +10,7 @@
 
 use crate::common::*;
 use crate::transfers::{
-    code_from, last_mail, recipient_session, release, send_files, unlock, world, World,
+    code_from, get_bytes, last_mail, recipient_session, release, send_files, unlock, world, World,
 };
 use axum::http::StatusCode;
 use futures_util::TryStreamExt;
@@ -25,6 +25,7 @@ crate::both_databases!(
     recall_leaves_nothing_that_opens_the_files,
     expiry_leaves_nothing_that_opens_the_files,
     lock_leaves_nothing_that_opens_the_files,
+    used_up_download_limit_leaves_nothing_that_opens_the_files,
     incident_recall_shreds_and_the_record_says_what_backups_hold,
 );
 
@@ -293,6 +294,35 @@ async fn lock_leaves_nothing_that_opens_the_files(backend: Backend) {
         .await;
     assert_eq!(page.status, StatusCode::NOT_FOUND, "locked");
     // A lock truncates the WAL itself; the sweeper's pass rewrites the key tables (PostgreSQL).
+    sweeper::sweep(w.app.db(), &w.app.state.blobs, w.app.clock.now())
+        .await
+        .unwrap();
+    nothing_left_opens(&w.app, &before).await;
+}
+
+async fn used_up_download_limit_leaves_nothing_that_opens_the_files(backend: Backend) {
+    let mut w = world(backend).await;
+    let (before, mut r) = sent_and_opened(&mut w, true).await;
+    let path = format!("{}/payload.age", before.link);
+    let mut downloads = 0;
+    loop {
+        let (status, _, _) = get_bytes(&w.app, &mut r, &path).await;
+        if status != StatusCode::OK {
+            break;
+        }
+        downloads += 1;
+        assert!(downloads <= 10, "the download limit never ran out");
+    }
+    assert!(downloads >= 1);
+    let t = transfers::get(w.app.db(), before.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.state, transfers::State::Downloaded);
+    if backend == Backend::Sqlite {
+        // The last download's shred truncates the WAL itself.
+        nothing_left_opens(&w.app, &before).await;
+    }
     sweeper::sweep(w.app.db(), &w.app.state.blobs, w.app.clock.now())
         .await
         .unwrap();

@@ -1,7 +1,7 @@
 //! Seeds a server's database for tests/bench/transfers: a staff member (who may also manage
 //! contacts) with an API token, and a verified contact. Prints `TOKEN CONTACT_ID`.
 //!
-//!   cargo run --release --example bench-seed -- DATABASE_URL
+//!   cargo run --release --example bench-seed -- DATABASE_URL AUDIT_KEY_FILE
 
 use safehand_server::accounts::{self, Role};
 use safehand_server::audit::Actor;
@@ -12,9 +12,16 @@ use safehand_server::db::Db;
 async fn main() -> anyhow::Result<()> {
     let url = std::env::args()
         .nth(1)
-        .ok_or_else(|| anyhow::anyhow!("usage: bench-seed DATABASE_URL"))?;
+        .ok_or_else(|| anyhow::anyhow!("usage: bench-seed DATABASE_URL AUDIT_KEY_FILE"))?;
+    let audit_key_file = std::env::args()
+        .nth(2)
+        .ok_or_else(|| anyhow::anyhow!("usage: bench-seed DATABASE_URL AUDIT_KEY_FILE"))?;
     let db = Db::connect(&url).await?;
     db.migrate().await?;
+    let audit_key =
+        safehand_server::audit::load_or_create_key(std::path::Path::new(&audit_key_file), &db)
+            .await?;
+    let db = db.with_audit_key(audit_key);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;

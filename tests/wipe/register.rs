@@ -17,10 +17,21 @@ use safehand_server::audit::Actor;
 use safehand_server::db::Db;
 
 /// Seeds a technician with a registered key and an admin; returns their API tokens.
-fn seed(rt: &tokio::runtime::Runtime, url: &str, public_key: &str) -> (String, String) {
+fn seed(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    data: &std::path::Path,
+    public_key: &str,
+) -> (String, String) {
     rt.block_on(async {
+        // The records go under the audit key the server will load from its data folder.
+        std::fs::create_dir_all(data).unwrap();
         let db = Db::connect(url).await.unwrap();
         db.migrate().await.unwrap();
+        let audit_key = safehand_server::audit::load_or_create_key(&data.join("audit.key"), &db)
+            .await
+            .unwrap();
+        let db = db.with_audit_key(audit_key);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -93,7 +104,7 @@ fn wipe_to_completed_disposal(postgres: bool) {
     .trim()
     .to_string();
     let database = Database::new(&rt, postgres, dir.path(), "register");
-    let (tess_token, ada_token) = seed(&rt, &database.url, &public_key);
+    let (tess_token, ada_token) = seed(&rt, &database.url, &dir.path().join("data"), &public_key);
     let server = start_server(&dir.path().join("data"), &database.url);
     let base = server.base.clone();
     let token_file = dir.path().join("token");

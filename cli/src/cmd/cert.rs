@@ -18,7 +18,7 @@ fn read_verified(path: &Path, trusted: Option<&PublicKey>) -> anyhow::Result<Ver
 }
 
 /// `--trusted-key` takes the key text itself or a file holding it.
-fn trusted_key(text: &str) -> anyhow::Result<PublicKey> {
+pub(crate) fn trusted_key(text: &str) -> anyhow::Result<PublicKey> {
     let from_file;
     let text = if Path::new(text).is_file() {
         from_file = std::fs::read_to_string(text).with_context(|| format!("cannot read {text}"))?;

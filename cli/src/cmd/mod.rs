@@ -1,5 +1,6 @@
 //! One module per subcommand, each with its own `run()`.
 
+pub mod audit;
 pub mod cert;
 pub mod decrypt;
 pub mod devices;

@@ -106,6 +106,16 @@ impl SigningKey {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PublicKey(ed25519_dalek::VerifyingKey);
 
+impl PublicKey {
+    pub(crate) fn from_dalek(key: ed25519_dalek::VerifyingKey) -> Self {
+        PublicKey(key)
+    }
+
+    pub(crate) fn as_dalek(&self) -> &ed25519_dalek::VerifyingKey {
+        &self.0
+    }
+}
+
 impl std::fmt::Display for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{PUBLIC_KEY_PREFIX}{}", BASE64.encode(self.0.as_bytes()))

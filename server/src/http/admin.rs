@@ -505,6 +505,7 @@ async fn audit_get(
             to: filter.to,
             query,
             errors,
+            public_key: audit::public_key(&state.db)?,
         }),
     )
         .into_response())
@@ -582,20 +583,27 @@ async fn audit_json_get(
     Admin(auth): Admin,
     Query(filter): Query<Filter>,
 ) -> Result<Response> {
-    let rows = export(&state, &auth, &filter, "json").await?;
-    let records: Vec<serde_json::Value> = rows
-        .into_iter()
-        .map(|r| {
+    let whole_log = [&filter.user, &filter.action, &filter.from, &filter.to]
+        .iter()
+        .all(|f| f.trim().is_empty());
+    let document = if whole_log {
+        // The whole log, oldest first, checked and with its head signed now: it can be
+        // checked offline with `safehand audit-verify`.
+        let export = audit::export_chain(&state.db, state.clock.now(), EXPORT_LIMIT).await?;
+        audit::record(&state.db, state.clock.now(), &auth.actor(), "audit_exported", "audit log", json!({ "format": "json", "records": export.records.len(), "signed": export.broken.is_none() })).await?;
+        export.document()
+    } else {
+        let rows = export(&state, &auth, &filter, "json").await?;
+        audit::export_document(
+            &rows,
             json!({
-                "seq": r.seq, "at": format_rfc3339(r.at), "at_unix": r.at, "actor_id": r.actor_id, "actor": r.actor,
-                "action": r.action, "subject": r.subject, "address": r.address,
-                "details": serde_json::from_str::<serde_json::Value>(&r.details).unwrap_or(serde_json::Value::Null),
-                "prev_hash": r.prev_hash, "hash": r.hash,
-            })
-        })
-        .collect();
-    let body = serde_json::to_string_pretty(&json!({ "records": records }))
-        .map_err(|e| Error::Internal(e.to_string()))?;
+                "complete": false,
+                "note": "A filtered export cannot be checked as a chain: export the whole log (no filters) to check it offline.",
+            }),
+        )
+    };
+    let body =
+        serde_json::to_string_pretty(&document).map_err(|e| Error::Internal(e.to_string()))?;
     Ok((
         [
             (header::CONTENT_TYPE, "application/json"),

@@ -45,6 +45,7 @@ impl Error {
             | Error::Internal(_)
             | Error::KeyFile { .. }
             | Error::KeyMalformed(_)
+            | Error::AuditKey(_)
             | Error::Unseal
             | Error::SealedUnderOtherKey { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             Error::Storage(_) => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),

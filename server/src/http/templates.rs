@@ -323,6 +323,8 @@ pub(super) struct AdminAuditPage {
     pub to: String,
     pub query: String,
     pub errors: FormErrors,
+    /// The key that checks the log's signed heads.
+    pub public_key: String,
 }
 
 /// Formats a time for a page.

@@ -596,7 +596,7 @@ fn unique_conflict(e: sqlx::Error) -> Error {
 }
 
 async fn insert_asset(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut sqlx::AnyConnection,
     now: UnixTime,
     a: &CheckedAsset,
 ) -> Result<i64> {
@@ -617,7 +617,7 @@ async fn insert_asset(
     .bind(a.status.as_str())
     .bind(&a.notes)
     .bind(now)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await
     .map_err(unique_conflict)?;
     let id: i64 = row.try_get("asset_id")?;
@@ -630,7 +630,7 @@ async fn insert_asset(
         .bind(&m.key)
         .bind(&m.description)
         .bind(position as i64)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await
         .map_err(unique_conflict)?;
     }
@@ -664,14 +664,14 @@ pub async fn create(db: &Db, now: UnixTime, actor: &Actor, asset: &CheckedAsset)
 }
 
 /// Whether a medium has evidence or certificates attached (then it cannot be removed).
-async fn medium_in_use(tx: &mut sqlx::Transaction<'_, sqlx::Any>, medium_id: i64) -> Result<bool> {
+async fn medium_in_use(tx: &mut sqlx::AnyConnection, medium_id: i64) -> Result<bool> {
     let row = sqlx::query(
         "select (select count(*) from wipe_certificates where medium_id = $1) \
               + (select count(*) from destructions where medium_id = $1) \
               + (select count(*) from disposal_evidence where medium_id = $1) as n",
     )
     .bind(medium_id)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await?;
     Ok(row.try_get::<i64, _>("n")? > 0)
 }
@@ -832,7 +832,7 @@ pub async fn search(db: &Db, filter: &Filter, limit: i64) -> Result<Vec<Asset>> 
 
 /// Sets an asset's status (inside the caller's transaction).
 pub(crate) async fn set_status(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut sqlx::AnyConnection,
     now: UnixTime,
     asset_id: i64,
     status: AssetStatus,
@@ -841,7 +841,7 @@ pub(crate) async fn set_status(
         .bind(status.as_str())
         .bind(now)
         .bind(asset_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }

@@ -394,7 +394,7 @@ fn details(d: &CheckedDisposal) -> serde_json::Value {
 }
 
 async fn insert(
-    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    tx: &mut sqlx::AnyConnection,
     now: UnixTime,
     asset_id: i64,
     corrects: Option<(i64, &str)>,
@@ -421,7 +421,7 @@ async fn insert(
     .bind(&d.notes)
     .bind(creator.id)
     .bind(now)
-    .fetch_one(&mut **tx)
+    .fetch_one(&mut *tx)
     .await
     .map_err(|e| {
         if is_unique_violation(&e) {

@@ -720,7 +720,7 @@ pub async fn release(
 /// transaction: a new link, its mail queued for the end of the undo window `window`, audited.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn release_in(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut crate::db::Tx,
     now: UnixTime,
     actor: &Actor,
     public_url: &str,
@@ -745,7 +745,7 @@ pub(crate) async fn release_in(
     .bind(token_hash(&token))
     .bind(t.id)
     .bind(from.as_str())
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     if done.rows_affected() != 1 {
         return Err(Error::BadInput(
@@ -753,7 +753,7 @@ pub(crate) async fn release_in(
         ));
     }
     let mail_id = mail::enqueue_at(
-        &mut *tx,
+        tx,
         &OutgoingMail {
             to: t.recipient_email.clone(),
             subject: "A secure file is waiting for you".into(),
@@ -778,10 +778,10 @@ pub(crate) async fn release_in(
     .bind((window > 0).then_some(send_at))
     .bind(mail_id)
     .bind(t.id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     audit::append(
-        &mut *tx,
+        tx,
         now,
         actor,
         "transfer_released",
@@ -890,18 +890,18 @@ pub const RECALLABLE: [State; 4] = [State::Sealed, State::Held, State::Released,
 /// Returns false, changing nothing, when the transfer has already ended. The caller deletes
 /// the blob after the commit ([`sweeper::delete_blob`]).
 pub(crate) async fn recall_in(
-    conn: &mut sqlx::AnyConnection,
+    conn: &mut crate::db::Tx,
     now: UnixTime,
     actor: &Actor,
     t: &Transfer,
     reason: &str,
 ) -> Result<bool> {
-    if !end_in(&mut *conn, now, t.id, &RECALLABLE, State::Recalled).await? {
+    if !end_in(conn, now, t.id, &RECALLABLE, State::Recalled).await? {
         return Ok(false);
     }
     // A link mail still waiting (undo window) never goes.
     let link_mail_cancelled = match t.release_mail_id {
-        Some(mail_id) if t.state == State::Released => mail::cancel_in(&mut *conn, mail_id).await?,
+        Some(mail_id) if t.state == State::Released => mail::cancel_in(conn, mail_id).await?,
         _ => false,
     };
     audit::append(

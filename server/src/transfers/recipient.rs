@@ -267,7 +267,7 @@ pub async fn check_code(
 /// Records the first time a recipient reached a step (`column`: `opened_at` or `unlocked_at`)
 /// and audits this time as `action`.
 async fn first_time(
-    tx: &mut sqlx::AnyConnection,
+    tx: &mut crate::db::Tx,
     now: UnixTime,
     t: &Transfer,
     actor: &Actor,
@@ -280,7 +280,7 @@ async fn first_time(
     ))
     .bind(now)
     .bind(t.id)
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await?;
     audit::append(
         tx,
