@@ -164,8 +164,8 @@ pub fn check_name(name: &str) -> std::result::Result<(), String> {
     if name.chars().count() > 100 {
         return Err("The name must be at most 100 characters.".into());
     }
-    if name.chars().any(char::is_control) {
-        return Err("The name cannot contain control characters.".into());
+    if crate::text::unsafe_on_one_line(name) {
+        return Err(format!("The name {}.", crate::text::UNSAFE_TEXT));
     }
     Ok(())
 }

@@ -152,8 +152,9 @@ fn check_text(problems: &mut Problems, field: &'static str, value: &str, what: &
         problems.push((field, format!("Enter {what}.")));
     } else if v.chars().count() > max {
         problems.push((field, format!("{what} must be at most {max} characters.")));
-    } else if v.chars().any(char::is_control) {
-        problems.push((field, format!("{what} cannot contain control characters.")));
+    } else if crate::text::unsafe_on_one_line(v) {
+        let what = what.trim_start_matches("a ").trim_start_matches("an ");
+        problems.push((field, format!("The {what} {}.", crate::text::UNSAFE_TEXT)));
     }
 }
 

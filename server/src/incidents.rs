@@ -337,6 +337,8 @@ fn check_text(problems: &mut Vec<(&'static str, String)>, field: &'static str, t
             field,
             format!("Keep this to {MAX_TEXT} characters; attach longer notes to the school's own record."),
         ));
+    } else if crate::text::unsafe_in_note(text) {
+        problems.push((field, format!("This text {}.", crate::text::UNSAFE_TEXT)));
     }
 }
 

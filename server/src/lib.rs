@@ -31,6 +31,7 @@ pub mod passwords;
 pub mod policy;
 pub mod register;
 pub mod sessions;
+pub mod text;
 pub mod throttle;
 pub mod tls;
 pub mod tokens;

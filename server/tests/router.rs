@@ -37,6 +37,7 @@ crate::both_databases!(
     concurrent_audit_appends_keep_one_chain,
     housekeeping_removes_dead_sessions_and_old_failures,
     client_address_comes_from_trusted_proxies_only,
+    api_errors_are_problem_documents,
 );
 
 async fn first_run_setup_creates_an_admin_once(backend: Backend) {
@@ -659,7 +660,7 @@ async fn disabling_a_user_ends_their_open_session_and_tokens(backend: Backend) {
         .unwrap()
         .to_str()
         .unwrap()
-        .starts_with("application/json"));
+        .starts_with("application/problem+json"));
     assert!(
         page.body.contains("\"error\":\"not_signed_in\""),
         "{}",
@@ -2138,4 +2139,146 @@ async fn client_address_comes_from_trusted_proxies_only(backend: Backend) {
     // Newest first: the untrusted peer is recorded as itself; through the proxy, the last hop
     // the proxy added is the client.
     assert_eq!(addresses, ["10.0.0.2", "203.0.113.9"]);
+}
+
+/// Every error under `/api/` is `application/problem+json` (RFC 9457) with a type, a title, the
+/// status, a detail that says what to do and a reference, whether the handler, the JSON
+/// extractor, the body limit, the router or the sign-in check refused it.
+async fn api_errors_are_problem_documents(backend: Backend) {
+    let mut app = TestApp::new(backend).await;
+    setup_admin(&mut app).await;
+    let (_, mut sam) = invite(&mut app, "sam@school.sch.uk", "Sam Staff", &["staff"]).await;
+    let token = api_token_scoped(&app, &mut sam, "staff").await;
+    let bearer = format!("Bearer {token}");
+    let big = format!("{{\"name\": \"{}\"}}", "x".repeat(2 * 1024 * 1024));
+    // what, method, content type, auth, body, expected status, expected code
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Option<&'a str>,
+        String,
+        StatusCode,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "malformed JSON",
+            "POST",
+            Some("application/json"),
+            Some(&bearer),
+            "{not json".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+        ),
+        (
+            "wrong content type",
+            "POST",
+            Some("text/plain"),
+            Some(&bearer),
+            "{}".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+        ),
+        (
+            "JSON of the wrong shape",
+            "POST",
+            Some("application/json"),
+            Some(&bearer),
+            "{\"name\": 5}".into(),
+            StatusCode::BAD_REQUEST,
+            "bad_input",
+        ),
+        (
+            "oversized body",
+            "POST",
+            Some("application/json"),
+            Some(&bearer),
+            big,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+        ),
+        (
+            "wrong method",
+            "DELETE",
+            None,
+            Some(&bearer),
+            String::new(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+        ),
+        (
+            "no token",
+            "GET",
+            None,
+            None,
+            String::new(),
+            StatusCode::UNAUTHORIZED,
+            "not_signed_in",
+        ),
+    ];
+    let mut seen = Vec::new();
+    for (what, method, ct, auth, body, status, code) in cases {
+        let mut req = Request::builder().method(method).uri("/api/v1/contacts");
+        if let Some(ct) = ct {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        if let Some(a) = auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let page = send(
+            &app.state,
+            &mut Default::default(),
+            req.body(Body::from(body)).unwrap(),
+        )
+        .await;
+        seen.push((what, page, status, code));
+    }
+    for path in ["/api/v1/no-such-thing", "/api/v2/contacts", "/api/nothing"] {
+        let req = Request::get(path)
+            .header(header::AUTHORIZATION, &bearer)
+            .body(Body::empty())
+            .unwrap();
+        let page = send(&app.state, &mut Default::default(), req).await;
+        seen.push(("unknown path", page, StatusCode::NOT_FOUND, "not_found"));
+    }
+    for (what, page, status, code) in seen {
+        assert_eq!(page.status, status, "{what}: {}", page.body);
+        assert_eq!(
+            page.headers.get(header::CONTENT_TYPE).unwrap(),
+            "application/problem+json",
+            "{what}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&page.body)
+            .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {}", page.body));
+        assert_eq!(v["type"], format!("/api/problems/{code}"), "{what}: {v}");
+        assert_eq!(v["status"], status.as_u16(), "{what}: {v}");
+        assert_eq!(v["error"], code, "{what}: {v}");
+        assert!(!v["title"].as_str().unwrap().is_empty(), "{what}: {v}");
+        let detail = v["detail"].as_str().unwrap();
+        assert!(detail.len() > 10, "{what}: {v}");
+        assert_eq!(v["message"], v["detail"], "{what}: {v}");
+        let reference = v["reference"].as_str().unwrap();
+        assert!(
+            reference.len() == 8 && reference.chars().all(|c| c.is_ascii_hexdigit()),
+            "{what}: {v}"
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            assert_eq!(
+                page.headers.get(header::WWW_AUTHENTICATE).unwrap(),
+                "Bearer"
+            );
+        }
+    }
+    // A handler's field problems stay in the document.
+    let (status, v) = api_call(&app, &token, "POST", "/api/v1/contacts", Some(serde_json::json!({"name": "", "email": "not an address", "organisation": "", "phone": ""}))).await;
+    assert!(status.is_client_error(), "{status}: {v}");
+    assert!(
+        v["type"].as_str().unwrap().starts_with("/api/problems/"),
+        "{v}"
+    );
+    assert!(!v["detail"].as_str().unwrap_or("").is_empty(), "{v}");
+    // Success answers are untouched.
+    let (status, _) = api_call(&app, &token, "GET", "/api/v1/contacts", None).await;
+    assert_eq!(status, StatusCode::OK);
 }

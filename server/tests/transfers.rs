@@ -1344,6 +1344,9 @@ async fn hostile_file_names_are_stored_and_served_safely(backend: Backend) {
         "<img src=x onerror=alert(1)>.html",
         long.as_str(),
         "Élève – notes.txt",
+        "report\u{202E}fdp.exe",
+        "CON.txt",
+        "what?.docx",
     ];
     let files: Vec<(&str, &[u8])> = hostile.iter().map(|n| (*n, b"x" as &[u8])).collect();
     let (id, passphrase) = send_files(&mut w, &files).await;
@@ -1359,12 +1362,51 @@ async fn hostile_file_names_are_stored_and_served_safely(backend: Backend) {
         );
     }
     assert_eq!(stored[0].name, ".._.._etc_passwd");
+    assert_eq!(stored[1].name, "quote_d; name.txt");
+    // A direction override cannot disguise an extension; Windows names and characters that
+    // would stop the recipient saving the file on Windows are neutralised.
+    assert_eq!(stored[6].name, "report_fdp.exe");
+    assert_eq!(stored[7].name, "_CON.txt");
+    assert_eq!(stored[8].name, "what_.docx");
     let page = w.staff.get(&w.app, &format!("/transfers/{id}")).await;
+    assert!(!page.body.contains("<img src=x"), "no HTML from names");
+    page.assert_contains("_img src=x onerror=alert(1)_.html");
+    assert!(!page.body.contains('\u{202E}'));
+    // Contact details and the purpose with a direction override are refused, saying why.
+    let page = w
+        .app
+        .post(
+            "/contacts",
+            &[
+                ("name", "Jo \u{202E}sggolB"),
+                ("organisation", "Northshire Children's Services"),
+                ("job_title", "Social worker"),
+                ("email", "jo.other@northshire.gov.uk"),
+                ("phone", PHONE),
+            ],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
+    page.assert_contains("change the direction of text");
+    let mut d: serde_json::Value =
+        serde_json::from_str(&details(w.contact_id, &[("a.txt", 1)])).unwrap();
+    d["purpose"] = "Referral \u{202E}lasrefer".into();
+    let d = d.to_string();
+    let page = upload_from(
+        &w.app,
+        &mut w.staff,
+        multipart(&[
+            ("details", None, d.as_bytes()),
+            ("file", Some("a.txt"), b"x"),
+        ]),
+    )
+    .await;
+    assert_eq!(page.status, StatusCode::BAD_REQUEST, "{}", page.body);
     assert!(
-        !page.body.contains("<img src=x"),
-        "HTML in names is escaped"
+        page.body.contains("change the direction of text"),
+        "{}",
+        page.body
     );
-    page.assert_contains("&#60;img src=x onerror=alert(1)&#62;.html");
     let link = release(&mut w, id).await;
     let mut r = recipient_session(&w.app, &link).await;
     unlock(&w.app, &mut r, &link, &passphrase).await;
@@ -1372,7 +1414,7 @@ async fn hostile_file_names_are_stored_and_served_safely(backend: Backend) {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         headers.get(header::CONTENT_DISPOSITION).unwrap(),
-        "attachment; filename=\"quote_d_ name.txt\"; filename*=UTF-8''quote%22d%3B%20name.txt"
+        "attachment; filename=\"quote_d_ name.txt\"; filename*=UTF-8''quote_d%3B%20name.txt"
     );
     let (_, headers, _) = get_bytes(&w.app, &mut r, &format!("{link}/files/6")).await;
     let cd = headers

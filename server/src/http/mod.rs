@@ -26,7 +26,7 @@ pub use extract::{Admin, Approver, Authenticated, MaybeAuthenticated, Staff, Tec
 
 use crate::AppState;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware::{from_fn, from_fn_with_state, map_response};
+use axum::middleware::{from_fn, from_fn_with_state};
 use axum::routing::get;
 use axum::Router;
 
@@ -78,7 +78,8 @@ pub fn router(state: AppState) -> Router {
                 .merge(incidents::api_router())
                 .merge(recipient::api_router())
                 .merge(register_api::router())
-                .layer(map_response(error::json_errors)),
+                .fallback(error::not_found)
+                .layer(from_fn(error::problem_json)),
         )
         .route("/static/style.css", get(layers::stylesheet))
         .fallback(error::not_found)

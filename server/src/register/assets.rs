@@ -432,6 +432,11 @@ impl AssetInput {
                 "notes",
                 "Notes must be at most 2000 characters.",
             ));
+        } else if crate::text::unsafe_in_note(&notes) {
+            errors.push(FieldError::new(
+                "notes",
+                format!("Notes {}.", crate::text::UNSAFE_TEXT),
+            ));
         }
         match (kind, personal_data, status) {
             (Some(kind), Some(personal_data), Some(status)) if errors.is_empty() => {

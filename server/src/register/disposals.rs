@@ -290,6 +290,11 @@ async fn check_input(
             "notes",
             "Notes must be at most 2000 characters.",
         ));
+    } else if crate::text::unsafe_in_note(&notes) {
+        errors.push(FieldError::new(
+            "notes",
+            format!("Notes {}.", crate::text::UNSAFE_TEXT),
+        ));
     }
     if !errors.is_empty() {
         return Ok(Err(errors));

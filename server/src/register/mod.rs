@@ -52,7 +52,7 @@ pub(crate) fn check_text(
             field,
             format!("The {label} must be at most {max} characters."),
         ));
-    } else if value.chars().any(char::is_control) {
+    } else if crate::text::unsafe_on_one_line(value) {
         errors.push(FieldError::new(
             field,
             format!("The {label} must be on one line, without special characters."),

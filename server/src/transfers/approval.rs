@@ -332,6 +332,12 @@ fn tidy_reason(reason: &str) -> Result<String> {
             "The reason must be at most 1,000 characters.".into(),
         ));
     }
+    if crate::text::unsafe_in_note(reason) {
+        return Err(Error::BadInput(format!(
+            "The reason {}.",
+            crate::text::UNSAFE_TEXT
+        )));
+    }
     Ok(reason.to_string())
 }
 

@@ -496,6 +496,11 @@ pub async fn plan(
             "purpose",
             "The purpose must be at most 500 characters.".into(),
         ));
+    } else if crate::text::unsafe_in_note(purpose) {
+        problems.push((
+            "purpose",
+            format!("The purpose {}.", crate::text::UNSAFE_TEXT),
+        ));
     }
     if !CLASSIFICATIONS.contains(&request.classification.as_str()) {
         problems.push(("classification", "Choose a classification.".into()));

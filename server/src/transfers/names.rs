@@ -2,7 +2,11 @@
 //! and send in a `Content-Disposition` header (RFC 6266 with RFC 8187 `filename*`).
 //!
 //! A name keeps its letters (any script) but never separates folders, never holds control
-//! characters, is never `.` or `..`, and is at most [`MAX_NAME_BYTES`] bytes of UTF-8.
+//! characters or characters that change the direction of text (U+202E would show
+//! `report<U+202E>fdp.exe` as `reportexe.pdf`), never holds the characters Windows refuses
+//! in names (`<>:"|?*`), is never a Windows device name (`CON`, `NUL`, `COM1`, ... with or
+//! without an extension: such a file cannot be saved on the recipient's Windows computer), is
+//! never `.` or `..`, and is at most [`MAX_NAME_BYTES`] bytes of UTF-8.
 //! Pages escape it like any other text (askama), so HTML in a name is shown, not run.
 
 use std::collections::HashSet;
@@ -16,7 +20,14 @@ pub fn safe(raw: &str) -> String {
     let replaced: String = raw
         .chars()
         .map(|c| {
-            if c == '/' || c == '\\' || c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            if c == '/'
+                || c == '\\'
+                || c.is_control()
+                || c == '\u{2028}'
+                || c == '\u{2029}'
+                || crate::text::is_bidi_control(c)
+                || matches!(c, '<' | '>' | ':' | '"' | '|' | '?' | '*')
+            {
                 '_'
             } else {
                 c
@@ -40,7 +51,26 @@ pub fn safe(raw: &str) -> String {
         }
         name = format!("{}{ext}", &stem[..cut]);
     }
+    if is_windows_device_name(&name) {
+        name.insert(0, '_');
+    }
     name
+}
+
+/// `CON`, `prn.txt`, `COM1.tar.gz`, ...: names Windows keeps for devices, whatever follows
+/// the first dot and in any case.
+fn is_windows_device_name(name: &str) -> bool {
+    let stem = name
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .trim_end()
+        .to_ascii_uppercase();
+    matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL")
+        || (stem.len() == 4
+            && (stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.as_bytes()[3].is_ascii_digit()
+            && stem.as_bytes()[3] != b'0')
 }
 
 /// `name`, or `name (2).ext`, `name (3).ext`, ... so that no two files of a transfer share a
@@ -98,12 +128,29 @@ mod tests {
         assert_eq!(safe(".."), "file");
         assert_eq!(safe("  "), "file");
         assert_eq!(safe("a\nb\r\0c.txt"), "a_b__c.txt");
-        assert_eq!(safe("C:\\Users\\x.doc"), "C:_Users_x.doc");
+        assert_eq!(safe("C:\\Users\\x.doc"), "C__Users_x.doc");
         assert_eq!(safe("report.pdf..."), "report.pdf");
         assert_eq!(
             safe("<script>alert(1)</script>.html"),
-            "<script>alert(1)<_script>.html"
+            "_script_alert(1)__script_.html"
         );
+        // Direction overrides cannot disguise an extension.
+        assert_eq!(safe("report\u{202E}fdp.exe"), "report_fdp.exe");
+        assert_eq!(safe("a\u{2066}b\u{200F}c.pdf"), "a_b_c.pdf");
+        // Windows device names and reserved characters.
+        for (raw, stored) in [
+            ("CON", "_CON"),
+            ("con.txt", "_con.txt"),
+            ("NUL.tar.gz", "_NUL.tar.gz"),
+            ("COM1.doc", "_COM1.doc"),
+            ("lpt9", "_lpt9"),
+            ("COM0.doc", "COM0.doc"),
+            ("CONTRACT.pdf", "CONTRACT.pdf"),
+            ("what?.docx", "what_.docx"),
+            ("a|b*c\"d.txt", "a_b_c_d.txt"),
+        ] {
+            assert_eq!(safe(raw), stored, "{raw}");
+        }
         let long = format!("{}.xlsx", "é".repeat(300));
         let s = safe(&long);
         assert!(s.len() <= MAX_NAME_BYTES && s.ends_with(".xlsx"), "{s}");
