@@ -210,13 +210,18 @@ impl Db {
 
     /// Records, in the caller's transaction, that freed space now holds shredded key material
     /// and must be rewritten ([`Db::erase_freed_space`]).
+    /// On PostgreSQL it also keeps the youngest shred's transaction id, so the rewrite waits
+    /// for every snapshot that could still see the deleted rows.
     pub(crate) async fn erasure_due_in(conn: &mut sqlx::AnyConnection) -> Result<(), sqlx::Error> {
-        sqlx::query(
+        let sql = if conn.backend_name().eq_ignore_ascii_case("postgresql") {
+            "insert into erasure_due (what, generation, shred_xid) values ('shred', 1, txid_current()) \
+             on conflict (what) do update set generation = erasure_due.generation + 1, \
+             shred_xid = greatest(erasure_due.shred_xid, excluded.shred_xid)"
+        } else {
             "insert into erasure_due (what, generation) values ('shred', 1) \
-             on conflict (what) do update set generation = erasure_due.generation + 1",
-        )
-        .execute(conn)
-        .await?;
+             on conflict (what) do update set generation = erasure_due.generation + 1"
+        };
+        sqlx::query(sql).execute(conn).await?;
         Ok(())
     }
 
@@ -231,13 +236,42 @@ impl Db {
         if self.dialect == Dialect::Sqlite {
             return Ok(self.checkpoint_wal().await);
         }
-        let Some(row) = sqlx::query("select generation from erasure_due where what = 'shred'")
-            .fetch_optional(&self.pool)
-            .await?
+        let Some(row) =
+            sqlx::query("select generation, shred_xid from erasure_due where what = 'shred'")
+                .fetch_optional(&self.pool)
+                .await?
         else {
             return Ok(true);
         };
         let generation: i64 = row.try_get("generation")?;
+        // vacuum (full) copies a deleted row version that any open snapshot of this database
+        // could still see ("recently dead") into the new file: while a transaction or snapshot
+        // from before the shred is open, rewriting would leave the keys on disk and call it done.
+        let shred_xid = opt_i64(&row, "shred_xid")?;
+        let older = sqlx::query(
+            "select pid, coalesce(application_name, '') as app, \
+             coalesce(to_char(xact_start, 'YYYY-MM-DD HH24:MI:SS'), '') as since \
+             from pg_stat_activity \
+             where datname = current_database() and pid <> pg_backend_pid() \
+             and ((backend_xmin is not null and age(backend_xmin) >= age((coalesce($1::bigint, txid_current()) % 4294967296)::text::xid)) \
+               or (backend_xid is not null and age(backend_xid) >= age((coalesce($1::bigint, txid_current()) % 4294967296)::text::xid))) \
+             order by xact_start limit 1",
+        )
+        .bind(shred_xid)
+        .fetch_optional(&self.pool)
+        .await?;
+        if let Some(older) = older {
+            let pid: i32 = older.try_get("pid")?;
+            let app: String = older.try_get("app")?;
+            let since: String = older.try_get("since")?;
+            tracing::info!(
+                pid,
+                application = %app,
+                transaction_since = %since,
+                "a transaction older than the last shred is open in the database; the rewrite of freed space waits for it (the sweeper retries every minute)"
+            );
+            return Ok(false);
+        }
         // One connection for the session setting; vacuum cannot run inside a transaction.
         let mut conn = self.pool.acquire().await?;
         sqlx::query("set lock_timeout = '5s'")

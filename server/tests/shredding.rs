@@ -27,6 +27,7 @@ crate::both_databases!(
     lock_leaves_nothing_that_opens_the_files,
     used_up_download_limit_leaves_nothing_that_opens_the_files,
     incident_recall_shreds_and_the_record_says_what_backups_hold,
+    an_older_snapshot_keeps_the_rewrite_due,
 );
 
 /// What an attacker could have kept from before the shred, and what must not survive it.
@@ -383,4 +384,46 @@ async fn incident_recall_shreds_and_the_record_says_what_backups_hold(backend: B
     );
     let page = w.app.get("/incidents/1").await;
     page.assert_contains("backup retention of 30 days");
+}
+
+/// A reader that took its snapshot before the shred (a report, a backup tool, another
+/// instance's long query) can still see the deleted rows, so PostgreSQL's `vacuum full` copies
+/// them into the new file and SQLite cannot truncate the WAL under it. The rewrite must not be
+/// called done while such a reader lives, and is done once it ends.
+async fn an_older_snapshot_keeps_the_rewrite_due(backend: Backend) {
+    use sqlx::Connection;
+    let mut w = world(backend).await;
+    let (before, _r) = sent_and_opened(&mut w, true).await;
+    let mut reader = sqlx::AnyConnection::connect(&w.app.tdb.url).await.unwrap();
+    if backend == Backend::Postgres {
+        sqlx::query("begin isolation level repeatable read")
+            .execute(&mut reader)
+            .await
+            .unwrap();
+    } else {
+        sqlx::query("begin").execute(&mut reader).await.unwrap();
+    }
+    // The snapshot is taken by a read of another table, so the reader holds no lock that
+    // would make the rewrite wait: only its snapshot keeps the deleted rows visible.
+    let seen: i64 = sqlx::query("select count(*) as n from transfers")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(seen, 1, "the reader's snapshot is taken");
+    let page = w
+        .staff
+        .post(&w.app, &format!("/transfers/{}/recall", before.id), &[])
+        .await;
+    page.assert_contains("Recalled");
+    sweeper::sweep(w.app.db(), &w.app.state.blobs, w.app.clock.now())
+        .await
+        .unwrap();
+    assert!(
+        !w.app.db().erase_freed_space().await.unwrap(),
+        "the rewrite was called done while a snapshot from before the shred could still see the keys"
+    );
+    sqlx::query("commit").execute(&mut reader).await.unwrap();
+    reader.close().await.unwrap();
+    nothing_left_opens(&w.app, &before).await;
 }
