@@ -3,6 +3,7 @@
 
 mod audit_cli;
 mod cli_crypto;
+mod crash;
 mod server;
 mod transfers_cli;
 mod wipe;

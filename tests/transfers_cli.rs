@@ -34,7 +34,13 @@ use crate::server::{call, private_file, start_server_with, unique_token, Databas
 /// A staff member (also an admin) with an API token, two verified contacts at an allowed
 /// domain (`dana` and `eli`), a verified contact outside the allowed domains, and an
 /// unverified contact.
-fn seed(rt: &tokio::runtime::Runtime, url: &str, data: &Path, dana: &str, eli: &str) -> String {
+pub(crate) fn seed(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    data: &Path,
+    dana: &str,
+    eli: &str,
+) -> String {
     rt.block_on(async {
         // The records go under the audit key the server will load from its data folder.
         fs::create_dir_all(data).unwrap();

@@ -28,6 +28,8 @@ pub struct Blobs {
     describe: Arc<str>,
     /// The folder a local store writes to (finished blobs are made 0600 there).
     local_dir: Option<Arc<std::path::Path>>,
+    /// Keys of the uploads in progress in this process: their staging files are live.
+    live: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl std::fmt::Debug for Blobs {
@@ -119,6 +121,7 @@ impl Blobs {
             parts_in_flight: 1,
             describe: format!("the blob folder {}", dir.display()).into(),
             local_dir: Some(dir.into()),
+            live: Arc::default(),
         })
     }
 
@@ -159,6 +162,7 @@ impl Blobs {
             parts_in_flight: 1,
             describe: format!("the S3 bucket {} at {endpoint}", settings.bucket).into(),
             local_dir: None,
+            live: Arc::default(),
         })
     }
 
@@ -216,11 +220,15 @@ impl Blobs {
     /// [`BlobWriter::finish`].
     pub async fn writer(&self, key: &str) -> Result<BlobWriter, Error> {
         let path = parse_key(key)?;
-        let upload = self
-            .store
-            .put_multipart(&path)
-            .await
-            .map_err(|e| self.error("start an upload to", key, &e))?;
+        // Marked live before the staging file exists, so a clean-up never takes it.
+        self.set_live(key, true);
+        let upload = match self.store.put_multipart(&path).await {
+            Ok(u) => u,
+            Err(e) => {
+                self.set_live(key, false);
+                return Err(self.error("start an upload to", key, &e));
+            }
+        };
         Ok(BlobWriter {
             inner: Some(WriteMultipart::new_with_chunk_size(upload, self.part_size)),
             blobs: self.clone(),
@@ -280,12 +288,112 @@ impl Blobs {
             .map_err(|e| self.error("list", "", &e))
     }
 
+    fn set_live(&self, key: &str, live: bool) {
+        let mut set = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if live {
+            set.insert(key.to_string());
+        } else {
+            set.remove(key);
+        }
+    }
+
+    /// Removes the staging files of uploads that are not running in this process and were
+    /// last written more than `min_age` ago: what a server killed mid-upload (kill -9, power
+    /// cut) left behind. The local folder keeps a part-written upload as `<key>#<n>` beside
+    /// where the blob would go. A blob folder belongs to one server (several instances share
+    /// an S3 bucket), so at start-up nothing is live and `min_age` is zero; the sweeper passes
+    /// a margin. Returns how many files were removed. An S3 bucket keeps parts of an upload cut
+    /// off by a crash until its lifecycle rule aborts them (see server/README.md).
+    pub async fn remove_dead_staging(&self, min_age: Duration) -> Result<usize, Error> {
+        let Some(dir) = self.local_dir.clone() else {
+            return Ok(0);
+        };
+        let live = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        tokio::task::spawn_blocking(move || remove_staging_under(&dir, &dir, &live, min_age))
+            .await
+            .map_err(|e| Error::Internal(format!("staging clean-up task: {e}")))?
+    }
+
     fn error(&self, doing: &str, key: &str, e: &object_store::Error) -> Error {
         Error::Storage(format!(
             "cannot {doing} blob `{key}` in {}: {e}",
             self.describe
         ))
     }
+}
+
+/// The blob key a local staging file belongs to (`<key>#<digits>`), if it is one.
+fn staging_key_of(relative: &str) -> Option<&str> {
+    let (key, suffix) = relative.rsplit_once('#')?;
+    (!suffix.is_empty() && suffix.bytes().all(|b| b.is_ascii_digit()) && !key.is_empty())
+        .then_some(key)
+}
+
+fn remove_staging_under(
+    root: &std::path::Path,
+    dir: &std::path::Path,
+    live: &std::collections::HashSet<String>,
+    min_age: Duration,
+) -> Result<usize, Error> {
+    let listing = match std::fs::read_dir(dir) {
+        Ok(l) => l,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => {
+            return Err(Error::Storage(format!(
+                "cannot list {} to remove dead uploads: {e}",
+                dir.display()
+            )))
+        }
+    };
+    let mut removed = 0;
+    for entry in listing.flatten() {
+        let path = entry.path();
+        let Ok(meta) = entry.metadata() else { continue };
+        if meta.is_dir() {
+            removed += remove_staging_under(root, &path, live, min_age)?;
+            continue;
+        }
+        let Some(relative) = path
+            .strip_prefix(root)
+            .ok()
+            .and_then(|r| r.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let Some(key) = staging_key_of(&relative) else {
+            continue;
+        };
+        if live.contains(key) {
+            continue;
+        }
+        let age = meta
+            .modified()
+            .ok()
+            .and_then(|m| m.elapsed().ok())
+            .unwrap_or(Duration::ZERO);
+        if age < min_age {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Storage(format!(
+                    "cannot remove the dead upload {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// Keys are relative paths of letters, digits, `-`, `_`, `.` and `/` (no empty or dot
@@ -353,7 +461,9 @@ impl BlobWriter {
         let Some(inner) = self.inner.take() else {
             return Err(Error::Internal("finish after the upload ended".into()));
         };
-        match inner.finish().await {
+        let finished = inner.finish().await;
+        self.blobs.set_live(&self.key, false);
+        match finished {
             Ok(_) => {
                 self.make_private()?;
                 Ok(self.written)
@@ -377,13 +487,15 @@ impl BlobWriter {
 
     /// Discards the upload: nothing is left under the key.
     pub async fn abort(mut self) -> Result<(), Error> {
-        match self.inner.take() {
+        let aborted = match self.inner.take() {
             Some(inner) => inner
                 .abort()
                 .await
                 .map_err(|e| self.blobs.error("abort the upload of", &self.key, &e)),
             None => Ok(()),
-        }
+        };
+        self.blobs.set_live(&self.key, false);
+        aborted
     }
 }
 
@@ -393,11 +505,15 @@ impl Drop for BlobWriter {
             // Best effort: an upload cut off (client gone, error in the caller) is discarded.
             if let Ok(runtime) = tokio::runtime::Handle::try_current() {
                 let key = std::mem::take(&mut self.key);
+                let blobs = self.blobs.clone();
                 runtime.spawn(async move {
                     if let Err(e) = inner.abort().await {
                         tracing::warn!(key, error = %e, "could not abort an abandoned upload");
                     }
+                    blobs.set_live(&key, false);
                 });
+            } else {
+                self.blobs.set_live(&self.key, false);
             }
         }
     }
@@ -416,6 +532,43 @@ pub async fn read_all(blobs: &Blobs, key: &str) -> Result<Vec<u8>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The clean-up takes what no upload of this process writes to, keeps a live upload's
+    /// staging file (which then finishes whole), and respects its age margin.
+    #[tokio::test]
+    async fn dead_staging_files_go_and_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = Blobs::local(dir.path()).unwrap();
+        let mut live = blobs.writer("transfers/live").await.unwrap();
+        live.write(&vec![7u8; 3 * LOCAL_PART_SIZE]).await.unwrap();
+        let dead = dir.path().join("transfers").join("dead#1");
+        std::fs::write(&dead, b"part of an upload cut off by a crash").unwrap();
+        // Not staging files: a blob whose name has a `#` and letters, and a plain blob.
+        std::fs::write(dir.path().join("transfers").join("notes#a1"), b"x").unwrap();
+        std::fs::write(dir.path().join("transfers").join("done"), b"x").unwrap();
+        assert_eq!(
+            blobs
+                .remove_dead_staging(Duration::from_secs(600))
+                .await
+                .unwrap(),
+            0,
+            "a staging file written just now is inside the margin"
+        );
+        assert!(dead.exists());
+        assert_eq!(blobs.remove_dead_staging(Duration::ZERO).await.unwrap(), 1);
+        assert!(!dead.exists());
+        assert!(dir.path().join("transfers").join("notes#a1").exists());
+        assert!(dir.path().join("transfers").join("done").exists());
+        live.write(b"the rest").await.unwrap();
+        assert_eq!(live.finish().await.unwrap(), 3 * LOCAL_PART_SIZE as u64 + 8);
+        assert_eq!(
+            read_all(&blobs, "transfers/live").await.unwrap().len(),
+            3 * LOCAL_PART_SIZE + 8
+        );
+        // Finished, its key is no longer live: a stray staging file of it would go.
+        std::fs::write(dir.path().join("transfers").join("live#2"), b"x").unwrap();
+        assert_eq!(blobs.remove_dead_staging(Duration::ZERO).await.unwrap(), 1);
+    }
 
     #[test]
     fn keys_are_plain_relative_paths() {

@@ -171,6 +171,20 @@ async fn run() -> anyhow::Result<ExitCode> {
     };
     settings.public_url = public_url.clone();
     settings.https = settings.https || tls.is_some();
+    let blobs = match &config.blobs {
+        BlobStore::Folder(dir) => Blobs::local(dir).map_err(|e| anyhow::anyhow!("{e}"))?,
+        BlobStore::S3(s3) => Blobs::s3(s3).map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    blobs.check().await.map_err(|e| {
+        anyhow::anyhow!("{e}\n(check --s3-endpoint, --s3-bucket and the S3 credentials)")
+    })?;
+    tracing::info!(store = blobs.describe(), "blob storage ready");
+    // A server killed mid-upload left part-written staging files; none is live yet.
+    match blobs.remove_dead_staging(std::time::Duration::ZERO).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "removed uploads cut off by an earlier stop"),
+        Err(e) => tracing::warn!(error = %e, "could not remove uploads cut off by an earlier stop"),
+    }
     if let Some(token) = accounts::setup_link(&db, clock.now()).await? {
         println!("No accounts yet. Open this one-time link to create the first admin account:");
         println!("  {public_url}/setup/{token}");
@@ -180,14 +194,6 @@ async fn run() -> anyhow::Result<ExitCode> {
     use std::io::Write;
     std::io::stdout().flush()?;
 
-    let blobs = match &config.blobs {
-        BlobStore::Folder(dir) => Blobs::local(dir).map_err(|e| anyhow::anyhow!("{e}"))?,
-        BlobStore::S3(s3) => Blobs::s3(s3).map_err(|e| anyhow::anyhow!("{e}"))?,
-    };
-    blobs.check().await.map_err(|e| {
-        anyhow::anyhow!("{e}\n(check --s3-endpoint, --s3-bucket and the S3 credentials)")
-    })?;
-    tracing::info!(store = blobs.describe(), "blob storage ready");
     let worker = mail::Worker::new(
         db.clone(),
         clock.clone(),
@@ -230,6 +236,16 @@ async fn run() -> anyhow::Result<ExitCode> {
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "transfer sweep failed"),
+            }
+            // Staging files no upload of this process writes to, untouched for 10 minutes
+            // (an abort that failed, say).
+            match transfer_blobs
+                .remove_dead_staging(std::time::Duration::from_secs(600))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(files = n, "removed abandoned uploads"),
+                Err(e) => tracing::warn!(error = %e, "could not remove abandoned uploads"),
             }
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         }
