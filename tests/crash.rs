@@ -6,30 +6,13 @@
 // A failed step in a test should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::fs;
 use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::server::{call, start_server, unique_token, Database};
-use crate::transfers_cli::seed;
-
-/// Every file under `dir` (recursively).
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    if let Ok(rd) = fs::read_dir(dir) {
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                found.extend(files_under(&p));
-            } else {
-                found.push(p);
-            }
-        }
-    }
-    found
-}
+use crate::transfers_cli::{files_under, seed};
 
 /// The local store's staging files (`<key>#<digits>`) under `dir`.
 fn staging_files(dir: &Path) -> Vec<PathBuf> {
