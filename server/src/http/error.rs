@@ -41,6 +41,7 @@ impl Error {
             Error::LinkNotValid => (StatusCode::NOT_FOUND, "link_not_valid"),
             Error::Unavailable => (StatusCode::NOT_FOUND, "unavailable"),
             Error::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+            Error::Database(e) if database_busy(e) => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
             Error::Database(_)
             | Error::Internal(_)
             | Error::KeyFile { .. }
@@ -56,7 +57,9 @@ impl Error {
             use rand::Rng;
             format!("{:08x}", rand::rngs::OsRng.gen::<u32>())
         });
-        let message = if matches!(self, Error::Storage(_)) {
+        let message = if code == "busy" {
+            "The service is busy right now, so nothing was changed. Wait a minute and try again; if it keeps happening, tell your administrator the error reference below.".to_string()
+        } else if matches!(self, Error::Storage(_)) {
             "The file store is full or cannot be reached right now, so nothing was saved. Try again in a few minutes; if it keeps happening, tell your administrator the error reference below.".to_string()
         } else if internal {
             "Sorry, something went wrong on our side. Try again; if it keeps happening, tell your administrator the error reference below.".to_string()
@@ -98,6 +101,11 @@ impl IntoResponse for Error {
                 (info.status, render(&page)).into_response()
             }
         };
+        if info.code == "busy" {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        }
         if matches!(self, Error::SessionEnded) {
             // Forget a cookie that no longer works. (Not for `NotSignedIn`: that cookie may be
             // a sign-in still waiting for its code, which must survive a visit to another page.)
@@ -105,6 +113,21 @@ impl IntoResponse for Error {
         }
         response.extensions_mut().insert(info);
         response
+    }
+}
+
+/// Whether a database error means the database is overloaded rather than broken: no pooled
+/// connection came free in time, PostgreSQL has no connection slot left (53300) or is starting
+/// or stopping (57P03), or SQLite's lock stayed busy past its timeout. The request changed
+/// nothing (its transaction, if any, rolled back), so the client may safely try again.
+fn database_busy(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => matches!(
+            db.code().as_deref(),
+            Some("53300") | Some("57P03") | Some("5") | Some("6") | Some("261") | Some("517")
+        ),
+        _ => false,
     }
 }
 
@@ -292,4 +315,31 @@ pub(super) async fn not_found(uri: axum::http::Uri) -> Response {
         );
     }
     Error::NotFound.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overloaded_database_is_busy_not_broken() {
+        let response = Error::Database(sqlx::Error::PoolTimedOut).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "60");
+        let info = response.extensions().get::<ErrorInfo>().unwrap();
+        assert_eq!(info.code, "busy");
+        assert!(
+            info.message.contains("nothing was changed"),
+            "{}",
+            info.message
+        );
+        assert!(
+            info.id.is_some(),
+            "a busy answer carries a logged reference"
+        );
+        // Anything else from the database stays an internal error.
+        let response = Error::Database(sqlx::Error::RowNotFound).into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
+    }
 }
