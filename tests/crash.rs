@@ -1,18 +1,20 @@
 //! The real `safehand-server` killed with SIGKILL in the middle of its work, then started
 //! again on the same data folder and database: an upload cut off by the kill leaves no staging
 //! file behind once the server is back (the local blob folder keeps a part-written upload as
-//! `<key>#<n>` beside where the blob would go).
+//! `<key>#<n>` beside where the blob would go); a download cut off by the kill, on a transfer
+//! that may be downloaded once, does not use up the link: its claim on the slot lapses within
+//! a minute and the recipient's next try downloads the whole payload.
 
 // A failed step in a test should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::server::{call, start_server, unique_token, Database};
-use crate::transfers_cli::{files_under, seed};
+use crate::server::{call, private_file, start_server, unique_token, Database};
+use crate::transfers_cli::{files_under, safehand, seed, stderr, stdout, transfer_id};
 
 /// The local store's staging files (`<key>#<digits>`) under `dir`.
 fn staging_files(dir: &Path) -> Vec<PathBuf> {
@@ -156,4 +158,235 @@ fn upload_cut_off_by_kill_9_leaves_nothing_on_sqlite() {
 #[test]
 fn upload_cut_off_by_kill_9_leaves_nothing_on_postgres() {
     upload_cut_off_by_a_kill_leaves_nothing(true);
+}
+
+/// The text of every mail the server wrote to its outbox folder (`DATA_DIR/outbox/*.eml`),
+/// quoted-printable soft line breaks and escapes undone.
+fn outbox(data: &Path) -> Vec<String> {
+    let mut paths = files_under(&data.join("outbox"));
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let raw = std::fs::read_to_string(p).unwrap();
+            let joined = raw.replace("=\r\n", "").replace("=\n", "");
+            let mut out = Vec::new();
+            let b = joined.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'=' && i + 2 < b.len() {
+                    if let Ok(v) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                }
+                out.push(b[i]);
+                i += 1;
+            }
+            String::from_utf8_lossy(&out).into_owned()
+        })
+        .collect()
+}
+
+/// Waits (up to 30 s) for an outbox mail that `find` picks something from.
+fn wait_for_mail<T>(data: &Path, what: &str, find: impl Fn(&[String]) -> Option<T>) -> T {
+    let waited = Instant::now();
+    loop {
+        if let Some(found) = find(&outbox(data)) {
+            return found;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "no {what} in {}",
+            data.join("outbox").display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Sends `GET /api/v1/r/{link}/payload.age` with the recipient session over HTTP/1.0 (so the
+/// body runs to the end of the connection) and returns the connection with the status code.
+fn payload_request(base: &str, link: &str, session: &str) -> (u16, TcpStream, Vec<u8>) {
+    let addr = base.trim_start_matches("http://");
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /api/v1/r/{link}/payload.age HTTP/1.0\r\nHost: {addr}\r\n\
+         Authorization: Bearer {session}\r\n\r\n"
+    )
+    .unwrap();
+    // Read up to the end of the head; what follows it is the start of the body.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 8192];
+    let end = loop {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed the connection before answering");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP status line: {head}"));
+    (status, conn, got[end..].to_vec())
+}
+
+fn download_cut_off_by_a_kill_does_not_use_up_the_link(postgres: bool) {
+    let tag = unique_token();
+    let dana = format!("dana.social.{tag}@northshire.gov.uk");
+    let eli = format!("eli.early.{tag}@northshire.gov.uk");
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let database = Database::new(&rt, postgres, dir.path(), "crash_download");
+    let data = dir.path().join("data");
+    let token = seed(&rt, &database.url, &data, &dana, &eli);
+    let server = start_server(&data, &database.url);
+    let base = server.base.clone();
+    let token_file = dir.path().join("token");
+    private_file(&token_file, &format!("{token}\n"));
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+
+    // A 32 MiB file sent with a download limit of one: far more than the sockets buffer, so
+    // the server is mid-stream while the recipient reads slowly.
+    let file = dir.path().join("chronology.pdf");
+    let mut content = Vec::with_capacity(32 << 20);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    while content.len() < 32 << 20 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        content.extend_from_slice(&x.to_le_bytes());
+    }
+    std::fs::write(&file, &content).unwrap();
+    let out = safehand(
+        &tmp,
+        &[
+            "send",
+            "--to",
+            &dana,
+            "--purpose",
+            "Child protection referral",
+            "--max-downloads",
+            "1",
+            "--yes",
+            file.to_str().unwrap(),
+            "--server",
+            &base,
+            "--token-file",
+            token_file.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let id = transfer_id(&stdout(&out));
+
+    // The recipient: the link from the mail, a code, a session.
+    let link = wait_for_mail(&data, "link mail", |mails| {
+        mails.iter().find_map(|m| {
+            let at = m.find("/r/")?;
+            let token: String = m[at + 3..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            (!token.is_empty()).then_some(token)
+        })
+    });
+    let (status, reply) = call(
+        "POST",
+        &format!("{base}/api/v1/r/{link}/code"),
+        "",
+        Some(serde_json::json!({})),
+    );
+    assert!(status < 300, "{status} {reply}");
+    let code = wait_for_mail(&data, "code mail", |mails| {
+        mails.iter().find_map(|m| {
+            let rest = m.split("code is: ").nth(1)?;
+            Some(rest.chars().take(8).collect::<String>())
+        })
+    });
+    let (status, reply) = call(
+        "POST",
+        &format!("{base}/api/v1/r/{link}/session"),
+        "",
+        Some(serde_json::json!({ "code": code })),
+    );
+    assert_eq!(status, 200, "{reply}");
+    let session = reply["session"].as_str().unwrap().to_string();
+    let size = reply["payload_bytes"].as_u64().unwrap() as usize;
+    assert!(size > 32 << 20, "{reply}");
+
+    // The download starts; a little is read, then the server is killed with SIGKILL.
+    let (status, conn, first) = payload_request(&base, &link, &session);
+    assert_eq!(status, 200, "the download starts");
+    assert!(
+        first.len() < size,
+        "the whole payload arrived before the kill"
+    );
+    drop(server);
+    drop(conn);
+
+    let server = start_server(&data, &database.url);
+    let restarted = Instant::now();
+    // The recipient tries again (the session survives the restart). While the dead
+    // download's claim lasts, the slot is taken; it must come free within the claim's minute.
+    let body = loop {
+        let (status, mut conn, mut body) = payload_request(&server.base, &link, &session);
+        if status == 200 {
+            conn.read_to_end(&mut body).unwrap();
+            break body;
+        }
+        assert_eq!(status, 404, "a taken slot reads as 'cannot be used'");
+        assert!(
+            restarted.elapsed() < Duration::from_secs(90),
+            "the slot of the download the kill cut off is still taken {} s after the restart",
+            restarted.elapsed().as_secs()
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    assert_eq!(
+        body.len(),
+        size,
+        "the whole payload downloads after the restart"
+    );
+    assert!(
+        body.starts_with(b"age-encryption.org/v1\n"),
+        "an age payload"
+    );
+    // That download used the one allowed: the link is used up now, and the transfer says so.
+    let (status, _, _) = payload_request(&server.base, &link, &session);
+    assert_eq!(status, 404, "a second download past the limit of one");
+    let (status, t) = call(
+        "GET",
+        &format!("{}/api/v1/transfers/{id}", server.base),
+        &token,
+        None,
+    );
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(
+        t["downloads"], 1,
+        "the cut-off download is not counted: {t}"
+    );
+    drop(server);
+    database.drop_with(&rt);
+}
+
+#[test]
+fn download_cut_off_by_kill_9_does_not_use_up_the_link_on_sqlite() {
+    download_cut_off_by_a_kill_does_not_use_up_the_link(false);
+}
+
+#[test]
+fn download_cut_off_by_kill_9_does_not_use_up_the_link_on_postgres() {
+    download_cut_off_by_a_kill_does_not_use_up_the_link(true);
 }

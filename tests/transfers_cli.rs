@@ -141,16 +141,16 @@ pub(crate) fn seed(
     })
 }
 
-fn stdout(out: &Output) -> String {
+pub(crate) fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn stderr(out: &Output) -> String {
+pub(crate) fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// Runs the CLI with `stdin` typed in, temporary files in `tmp`.
-fn safehand(tmp: &Path, args: &[&str], stdin: &str) -> Output {
+pub(crate) fn safehand(tmp: &Path, args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(workspace_binary("safehand"))
         .args(args)
         .env("TMPDIR", tmp)
@@ -183,7 +183,7 @@ fn passphrase_of(out: &str) -> String {
     p
 }
 
-fn transfer_id(out: &str) -> i64 {
+pub(crate) fn transfer_id(out: &str) -> i64 {
     out.strip_prefix("Transfer ")
         .and_then(|r| r.split(':').next())
         .and_then(|n| n.parse().ok())
