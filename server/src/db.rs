@@ -117,6 +117,25 @@ impl Db {
         } else {
             options = options.max_connections(16);
         }
+        // A connection must come back to the pool with no transaction open. If a transaction's
+        // rollback failed (or a cancelled commit left it open), the connection would hold the
+        // database's write lock for ever: every other writer then fails ("database is
+        // locked") and the next `begin` on it is refused (InvalidSavePointStatement), so the
+        // whole service fails until a restart. Such a connection is closed instead (closing
+        // it rolls the transaction back). The ping first runs any rollback a dropped
+        // transaction queued, so only a transaction that is truly still open counts.
+        options = options.after_release(|conn, _meta| {
+            Box::pin(async move {
+                sqlx::Connection::ping(&mut *conn).await?;
+                let open = sqlx::Connection::is_in_transaction(&*conn);
+                if open {
+                    tracing::warn!(
+                        "a database connection came back with a transaction still open; closing it so that it cannot hold the database's lock"
+                    );
+                }
+                Ok(!open)
+            })
+        });
         let pool = options.connect(url).await?;
         Ok(Self {
             pool,

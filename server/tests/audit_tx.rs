@@ -171,4 +171,67 @@ async fn an_action_failing_half_way_leaves_no_record(backend: Backend) {
 crate::both_databases!(
     an_action_whose_record_fails_does_not_happen,
     an_action_failing_half_way_leaves_no_record,
+    a_connection_left_in_a_transaction_does_not_lock_the_service,
 );
+
+/// A connection that comes back to the pool with its transaction still open (a rollback that
+/// failed, a cancelled commit: the mixed-load soak met one) would hold its locks for ever: on
+/// SQLite every other writer then fails with "database is locked" and the next `begin` on it
+/// is refused, so the whole service fails. The pool closes such a connection instead (which
+/// rolls its transaction back), and every later transaction works.
+async fn a_connection_left_in_a_transaction_does_not_lock_the_service(backend: Backend) {
+    use sqlx::Connection;
+    let app = TestApp::new(backend).await;
+    let db = app.db();
+    sqlx::query("create table leak_probe (id integer primary key, n integer not null)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("insert into leak_probe (id, n) values (1, 0)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    {
+        let mut conn = db.pool().acquire().await.unwrap();
+        let begin = match db.dialect() {
+            Dialect::Sqlite => "begin immediate",
+            Dialect::Postgres => "begin",
+        };
+        let mut tx = conn.begin_with(begin).await.unwrap();
+        sqlx::query("update leak_probe set n = n + 1000 where id = 1")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        // Neither committed nor rolled back: the connection goes back with it open.
+        std::mem::forget(tx);
+    }
+    // Every pooled connection is used many times over; none may be refused or wait for the
+    // leaked transaction's lock (SQLite would give up after its 10 s busy timeout; PostgreSQL
+    // would wait for ever).
+    let all = async {
+        for i in 0..40 {
+            let mut tx = db
+                .begin()
+                .await
+                .unwrap_or_else(|e| panic!("transaction {i} could not begin: {e}"));
+            sqlx::query("update leak_probe set n = n + 1 where id = 1")
+                .execute(&mut *tx)
+                .await
+                .unwrap_or_else(|e| panic!("transaction {i} could not write: {e}"));
+            tx.commit()
+                .await
+                .unwrap_or_else(|e| panic!("transaction {i} could not commit: {e}"));
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(8), all)
+        .await
+        .expect("the transactions after the leaked one finish without waiting for its lock");
+    let n: i64 = sqlx::query_scalar("select n from leak_probe where id = 1")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        n, 40,
+        "the leaked transaction's change was rolled back, every other kept"
+    );
+}
