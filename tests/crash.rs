@@ -13,6 +13,8 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use safehand_tests::maildir::parse_mail;
+
 use crate::server::{call, private_file, start_server, unique_token, Database};
 use crate::transfers_cli::{files_under, safehand, seed, stderr, stdout, transfer_id};
 
@@ -160,32 +162,14 @@ fn upload_cut_off_by_kill_9_leaves_nothing_on_postgres() {
     upload_cut_off_by_a_kill_leaves_nothing(true);
 }
 
-/// The text of every mail the server wrote to its outbox folder (`DATA_DIR/outbox/*.eml`),
-/// quoted-printable soft line breaks and escapes undone.
+/// The decoded text body of every mail the server wrote to its outbox folder
+/// (`DATA_DIR/outbox/*.eml`).
 fn outbox(data: &Path) -> Vec<String> {
     let mut paths = files_under(&data.join("outbox"));
     paths.sort();
     paths
         .iter()
-        .map(|p| {
-            let raw = std::fs::read_to_string(p).unwrap();
-            let joined = raw.replace("=\r\n", "").replace("=\n", "");
-            let mut out = Vec::new();
-            let b = joined.as_bytes();
-            let mut i = 0;
-            while i < b.len() {
-                if b[i] == b'=' && i + 2 < b.len() {
-                    if let Ok(v) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                }
-                out.push(b[i]);
-                i += 1;
-            }
-            String::from_utf8_lossy(&out).into_owned()
-        })
+        .map(|p| parse_mail(&std::fs::read_to_string(p).unwrap()).body)
         .collect()
 }
 
