@@ -3,7 +3,9 @@
 //! file behind once the server is back (the local blob folder keeps a part-written upload as
 //! `<key>#<n>` beside where the blob would go); a download cut off by the kill, on a transfer
 //! that may be downloaded once, does not use up the link: its claim on the slot lapses within
-//! a minute and the recipient's next try downloads the whole payload.
+//! a minute and the recipient's next try downloads the whole payload. On an S3 bucket that
+//! several instances share, the multipart upload a kill left is aborted once its claim lapses,
+//! and another instance's upload in progress is left alone.
 
 // A failed step in a test should stop the test with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -13,9 +15,10 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use safehand_server::blobs::{Blobs, S3Settings};
 use safehand_tests::maildir::parse_mail;
 
-use crate::server::{call, private_file, start_server, unique_token, Database};
+use crate::server::{call, private_file, start_server, start_server_with, unique_token, Database};
 use crate::transfers_cli::{files_under, safehand, seed, stderr, stdout, transfer_id};
 
 /// The local store's staging files (`<key>#<digits>`) under `dir`.
@@ -83,27 +86,13 @@ fn upload_cut_off_by_a_kill_leaves_nothing(postgres: bool) {
     let blobs = data.join("blobs");
 
     let server = start_server(&data, &database.url);
-    let (status, contacts) = call(
-        "GET",
-        &format!("{}/api/v1/contacts", server.base),
-        &token,
-        None,
-    );
-    assert_eq!(status, 200, "{contacts}");
-    let contact_id = contacts
-        .as_array()
-        .or_else(|| contacts["contacts"].as_array())
-        .expect("a list of contacts")
-        .iter()
-        .find(|c| c["email"] == dana.as_str())
-        .and_then(|c| c["id"].as_i64())
-        .unwrap_or_else(|| panic!("dana among the contacts: {contacts}"));
+    let contact = contact_id(&server.base, &token, &dana);
 
     // Twice: the second kill finds the first restart's clean-up did not disturb anything.
     let mut server = Some(server);
     for round in 0..2 {
         let running = server.take().unwrap();
-        let conn = half_upload(&running.base, &token, contact_id, 8 << 20);
+        let conn = half_upload(&running.base, &token, contact, 8 << 20);
         let waited = Instant::now();
         while staging_files(&blobs).is_empty() {
             assert!(
@@ -373,4 +362,250 @@ fn download_cut_off_by_kill_9_does_not_use_up_the_link_on_sqlite() {
 #[test]
 fn download_cut_off_by_kill_9_does_not_use_up_the_link_on_postgres() {
     download_cut_off_by_a_kill_does_not_use_up_the_link(true);
+}
+
+/// The S3 store tests/run started (SeaweedFS), seen under `prefix`: the server options that
+/// put a server's blobs there, and a handle on it for the test's own look at the bucket.
+/// `None` (the caller skips) outside tests/run, except under CI=true, where that fails.
+fn test_bucket(prefix: &str) -> Option<(Vec<String>, Blobs)> {
+    let var = |n: &str| std::env::var(n).ok().filter(|v| !v.is_empty());
+    let (Some(endpoint), Some(bucket), Some(id), Some(secret)) = (
+        var("SAFEHAND_TEST_S3_ENDPOINT"),
+        var("SAFEHAND_TEST_S3_BUCKET"),
+        var("SAFEHAND_TEST_S3_ACCESS_KEY_ID"),
+        var("SAFEHAND_TEST_S3_SECRET_ACCESS_KEY"),
+    ) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "SAFEHAND_TEST_S3_* are not set: tests/run starts SeaweedFS (CI=true forbids skipping)"
+        );
+        eprintln!("SKIPPED: no S3 store (run the tests through tests/run)");
+        return None;
+    };
+    let args = [
+        "--s3-endpoint",
+        &endpoint,
+        "--s3-bucket",
+        &bucket,
+        "--s3-access-key-id",
+        &id,
+        "--s3-secret-access-key",
+        &secret,
+        "--s3-allow-http",
+        "--s3-prefix",
+        prefix,
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let blobs = Blobs::s3(&S3Settings {
+        endpoint,
+        bucket,
+        region: "us-east-1".into(),
+        access_key_id: id,
+        secret_access_key: secret.into(),
+        allow_http: true,
+        prefix: Some(prefix.to_string()),
+    })
+    .unwrap();
+    Some((args, blobs))
+}
+
+/// The id of the contact `email` among those the API lists.
+fn contact_id(base: &str, token: &str, email: &str) -> i64 {
+    let (status, contacts) = call("GET", &format!("{base}/api/v1/contacts"), token, None);
+    assert_eq!(status, 200, "{contacts}");
+    contacts
+        .as_array()
+        .or_else(|| contacts["contacts"].as_array())
+        .expect("a list of contacts")
+        .iter()
+        .find(|c| c["email"] == email)
+        .and_then(|c| c["id"].as_i64())
+        .unwrap_or_else(|| panic!("{email} among the contacts: {contacts}"))
+}
+
+/// Keeps the upload on `conn` (begun by [`half_upload`] with `sent` bytes) alive by sending
+/// 64 KiB a second until told to finish, then sends the rest of its 64 MiB and returns the
+/// server's answer: status and body.
+fn trickle_then_finish(
+    mut conn: TcpStream,
+    mut sent: usize,
+    finish: std::sync::mpsc::Receiver<()>,
+) -> std::thread::JoinHandle<(u16, String)> {
+    std::thread::spawn(move || {
+        let size: usize = 64 << 20;
+        let chunk = vec![0x5au8; 64 * 1024];
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            finish.recv_timeout(Duration::from_secs(1))
+        {
+            conn.write_all(&chunk).unwrap();
+            sent += chunk.len();
+        }
+        while sent < size {
+            let n = chunk.len().min(size - sent);
+            conn.write_all(&chunk[..n]).unwrap();
+            sent += n;
+        }
+        conn.write_all(b"\r\n--safehand-crash-test-boundary--\r\n")
+            .unwrap();
+        conn.flush().unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(120)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 8192];
+        let (status, body_start, length) = loop {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "the server closed the upload without answering");
+            answer.extend_from_slice(&buf[..n]);
+            if let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&answer[..end]).to_string();
+                let status: u16 = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .expect("a status line");
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        let (name, value) = l.split_once(':')?;
+                        name.eq_ignore_ascii_case("content-length")
+                            .then(|| value.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                break (status, end + 4, length);
+            }
+        };
+        while answer.len() < body_start + length {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "the answer to the upload was cut short");
+            answer.extend_from_slice(&buf[..n]);
+        }
+        (
+            status,
+            String::from_utf8_lossy(&answer[body_start..body_start + length]).to_string(),
+        )
+    })
+}
+
+/// kill -9 in the middle of an upload to S3: the multipart upload it left in the bucket is
+/// aborted once its claim lapses, by the restarted server or by another instance on the same
+/// database and bucket, while that instance's own upload in progress (running for longer than
+/// a claim lasts) is left alone and then finishes.
+fn upload_to_s3_cut_off_by_a_kill_is_aborted(postgres: bool) {
+    let tag = unique_token();
+    let dana = format!("dana.social.{tag}@northshire.gov.uk");
+    let eli = format!("eli.early.{tag}@northshire.gov.uk");
+    let Some((s3_args, bucket)) = test_bucket(&format!("crash-{tag}")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let database = Database::new(&rt, postgres, dir.path(), "crash_s3_upload");
+    let data = dir.path().join("data");
+    let token = seed(&rt, &database.url, &data, &dana, &eli);
+    let staged = || rt.block_on(bucket.staged_uploads()).unwrap();
+
+    let killed = start_server_with(&data, &database.url, &s3_args);
+    let contact = contact_id(&killed.base, &token, &dana);
+    let conn = half_upload(&killed.base, &token, contact, 8 << 20);
+    let waited = Instant::now();
+    while staged().is_empty() {
+        assert!(
+            waited.elapsed() < Duration::from_secs(30),
+            "no multipart upload appeared in the bucket while the upload ran"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SIGKILL: no abort, no clean-up code runs.
+    drop(killed);
+    drop(conn);
+    let dead = staged();
+    assert_eq!(
+        dead.len(),
+        1,
+        "the kill left its multipart upload in the bucket (what must be aborted): {dead:?}"
+    );
+
+    // Two instances on the same database, data folder and bucket: the restarted one, and one
+    // more whose upload stays in progress (running well past a claim's life) throughout.
+    let restarted = start_server_with(&data, &database.url, &s3_args);
+    let other = start_server_with(&data, &database.url, &s3_args);
+    let conn = half_upload(&other.base, &token, contact, 6 << 20);
+    let other_started = Instant::now();
+    let (finish, finishing) = std::sync::mpsc::channel();
+    let live = trickle_then_finish(conn, 6 << 20, finishing);
+    let waited = Instant::now();
+    let left = loop {
+        let now = staged();
+        if !now.iter().any(|u| u.upload_id == dead[0].upload_id) {
+            break now;
+        }
+        assert!(
+            waited.elapsed() < Duration::from_secs(150),
+            "the dead upload was still in the bucket 150 s after the restart: {now:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    };
+    assert!(
+        waited.elapsed() >= Duration::from_secs(10),
+        "the dead upload went before its claim could have lapsed"
+    );
+    assert_eq!(
+        left.len(),
+        1,
+        "the other instance's upload in progress is still in the bucket: {left:?}"
+    );
+    // Past a claim's life (60 s) and a few sweeps more: the live upload is still there.
+    while other_started.elapsed() < Duration::from_secs(100) {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(staged(), left, "the live upload was left alone");
+    finish.send(()).unwrap();
+    let (status, body) = live.join().unwrap();
+    assert_eq!(status, 201, "the live upload finished: {body}");
+    assert_eq!(
+        staged(),
+        Vec::new(),
+        "nothing in progress is left in the bucket"
+    );
+    let objects = rt.block_on(bucket.list("transfers")).unwrap();
+    assert_eq!(
+        objects.len(),
+        1,
+        "one blob, of the upload that finished: {objects:?}"
+    );
+    let (status, list) = call(
+        "GET",
+        &format!("{}/api/v1/transfers", restarted.base),
+        &token,
+        None,
+    );
+    assert_eq!(status, 200, "{list}");
+    let count = list
+        .as_array()
+        .or_else(|| list["transfers"].as_array())
+        .map_or(0, Vec::len);
+    assert_eq!(
+        count, 1,
+        "one transfer, of the upload that finished: {list}"
+    );
+    for key in rt.block_on(bucket.list("")).unwrap() {
+        rt.block_on(bucket.delete(&key)).unwrap();
+    }
+    drop(restarted);
+    drop(other);
+    database.drop_with(&rt);
+}
+
+#[test]
+fn upload_to_s3_cut_off_by_kill_9_is_aborted_on_sqlite() {
+    upload_to_s3_cut_off_by_a_kill_is_aborted(false);
+}
+
+#[test]
+fn upload_to_s3_cut_off_by_kill_9_is_aborted_on_postgres() {
+    upload_to_s3_cut_off_by_a_kill_is_aborted(true);
 }

@@ -6,6 +6,13 @@
 //! part being filled plus at most [`Blobs::parts_in_flight`] parts on their way, whatever the
 //! blob's size. An aborted (or dropped) writer leaves no object behind: a local upload writes
 //! to a staging file that is removed; an S3 upload is a multipart upload that is aborted.
+//!
+//! A server killed mid-upload (kill -9, power cut) runs no abort. The local folder's
+//! part-written files are removed at the next start-up. In a bucket that several instances
+//! share, each upload is claimed in the database (a short lease, `upload:<key>`, taken before
+//! the multipart upload is created and renewed while the writer lives), and the sweeper of any
+//! instance aborts the bucket's multipart uploads under Safehand's prefix whose claim has
+//! lapsed: within about a minute and a half of the crash.
 
 use crate::error::Error;
 use bytes::Bytes;
@@ -30,6 +37,50 @@ pub struct Blobs {
     local_dir: Option<Arc<std::path::Path>>,
     /// Keys of the uploads in progress in this process: their staging files are live.
     live: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// The bucket side of an S3 store (listing and aborting multipart uploads).
+    s3: Option<Arc<S3Uploads>>,
+    /// Claims on uploads in progress, in the database, for a bucket shared by instances.
+    claims: Option<Claims>,
+}
+
+/// What an S3 store needs beyond `ObjectStore`: the multipart uploads in progress in the
+/// bucket, to abort those a crash left behind.
+struct S3Uploads {
+    store: Arc<object_store::aws::AmazonS3>,
+    /// Where this store's keys are in the bucket: `""` or `"a/b/"`.
+    prefix: String,
+    http: reqwest::Client,
+}
+
+/// A multipart upload in progress in an S3 bucket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StagedUpload {
+    /// The blob key it would publish (relative to the store, as [`Blobs::writer`] takes).
+    pub key: String,
+    /// The bucket's id for the upload.
+    pub upload_id: String,
+    /// When the bucket says it was started.
+    pub initiated: Option<std::time::SystemTime>,
+}
+
+/// How long a claim on an upload lasts unless renewed; [`Blobs::renew_upload_claims`] renews
+/// every live one (main does so every 15 seconds).
+pub const UPLOAD_CLAIM_SECS: i64 = 60;
+
+/// Claims in the database on the uploads this process is writing (leases named
+/// `upload:<bucket key>` held by this process).
+#[derive(Clone)]
+struct Claims {
+    db: crate::db::Db,
+    clock: crate::clock::Clock,
+    /// This process (a random token: a restarted server is a new holder).
+    holder: Arc<str>,
+}
+
+impl Claims {
+    fn name(prefix: &str, key: &str) -> String {
+        format!("upload:{prefix}{key}")
+    }
 }
 
 impl std::fmt::Debug for Blobs {
@@ -56,6 +107,8 @@ pub struct S3Settings {
     pub secret_access_key: SecretString,
     /// Allow a plain `http://` endpoint (a store on this machine or a private network).
     pub allow_http: bool,
+    /// The folder of the bucket Safehand's objects go under (`None`: the bucket's top).
+    pub prefix: Option<String>,
 }
 
 impl std::fmt::Debug for S3Settings {
@@ -67,6 +120,7 @@ impl std::fmt::Debug for S3Settings {
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"[redacted]")
             .field("allow_http", &self.allow_http)
+            .field("prefix", &self.prefix)
             .finish()
     }
 }
@@ -122,6 +176,8 @@ impl Blobs {
             describe: format!("the blob folder {}", dir.display()).into(),
             local_dir: Some(dir.into()),
             live: Arc::default(),
+            s3: None,
+            claims: None,
         })
     }
 
@@ -156,14 +212,42 @@ impl Blobs {
             .with_client_options(client)
             .build()
             .map_err(|e| Error::Storage(format!("the S3 settings are not usable: {e}")))?;
-        Ok(Self {
-            store: Arc::new(store),
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::Storage(format!("the S3 settings are not usable: {e}")))?;
+        let store = Arc::new(store);
+        let blobs = Self {
+            store: store.clone(),
             part_size: S3_PART_SIZE,
             parts_in_flight: 1,
             describe: format!("the S3 bucket {} at {endpoint}", settings.bucket).into(),
             local_dir: None,
             live: Arc::default(),
-        })
+            s3: Some(Arc::new(S3Uploads {
+                store,
+                prefix: String::new(),
+                http,
+            })),
+            claims: None,
+        };
+        match settings.prefix.as_deref() {
+            Some(prefix) => blobs.within(prefix),
+            None => Ok(blobs),
+        }
+    }
+
+    /// Claims each S3 upload in `db` before it starts and keeps the claim while it runs, so
+    /// that the sweeper of any instance sharing the bucket can tell a live upload from one a
+    /// crash cut off. (The local folder needs none: it belongs to one server.)
+    pub fn with_claims(mut self, db: crate::db::Db, clock: crate::clock::Clock) -> Self {
+        self.claims = Some(Claims {
+            db,
+            clock,
+            holder: crate::keys::new_token().into(),
+        });
+        self
     }
 
     /// The same store seen under `prefix/` (tests give each run its own prefix in one bucket).
@@ -172,6 +256,13 @@ impl Blobs {
         self.describe = format!("{} (under {prefix}/)", self.describe).into();
         self.store = Arc::new(object_store::prefix::PrefixStore::new(self.store, path));
         self.local_dir = self.local_dir.map(|d| d.join(prefix).into());
+        self.s3 = self.s3.map(|s3| {
+            Arc::new(S3Uploads {
+                store: s3.store.clone(),
+                prefix: format!("{}{}/", s3.prefix, prefix.trim_matches('/')),
+                http: s3.http.clone(),
+            })
+        });
         Ok(self)
     }
 
@@ -220,12 +311,17 @@ impl Blobs {
     /// [`BlobWriter::finish`].
     pub async fn writer(&self, key: &str) -> Result<BlobWriter, Error> {
         let path = parse_key(key)?;
-        // Marked live before the staging file exists, so a clean-up never takes it.
+        // Marked live (and claimed) before the staging file or multipart upload exists, so a
+        // clean-up never takes it.
         self.set_live(key, true);
+        if let Err(e) = self.claim(key).await {
+            self.set_live(key, false);
+            return Err(e);
+        }
         let upload = match self.store.put_multipart(&path).await {
             Ok(u) => u,
             Err(e) => {
-                self.set_live(key, false);
+                self.end_upload(key).await;
                 return Err(self.error("start an upload to", key, &e));
             }
         };
@@ -288,6 +384,203 @@ impl Blobs {
             .map_err(|e| self.error("list", "", &e))
     }
 
+    /// Claims the upload to `key` in the database (S3 with claims only).
+    async fn claim(&self, key: &str) -> Result<(), Error> {
+        let (Some(s3), Some(c)) = (&self.s3, &self.claims) else {
+            return Ok(());
+        };
+        let name = Claims::name(&s3.prefix, key);
+        if crate::leases::acquire(&c.db, &name, &c.holder, c.clock.now(), UPLOAD_CLAIM_SECS).await?
+        {
+            Ok(())
+        } else {
+            Err(Error::Internal(format!(
+                "another process is writing blob `{key}`"
+            )))
+        }
+    }
+
+    /// The upload to `key` is over (published, aborted or failed): no longer live, claim
+    /// given back (best effort: an unreturned claim lapses by itself).
+    async fn end_upload(&self, key: &str) {
+        self.set_live(key, false);
+        if let (Some(s3), Some(c)) = (&self.s3, &self.claims) {
+            let name = Claims::name(&s3.prefix, key);
+            if let Err(e) = crate::leases::release(&c.db, &name, &c.holder).await {
+                tracing::warn!(key, error = %e, "could not give back the claim on an upload");
+            }
+        }
+    }
+
+    /// Whether uploads to a bucket are claimed in the database (S3 with [`Blobs::with_claims`]).
+    pub fn staged_uploads_are_claimed(&self) -> bool {
+        self.s3.is_some() && self.claims.is_some()
+    }
+
+    /// Renews this process's claims on its uploads in progress (see [`UPLOAD_CLAIM_SECS`]).
+    pub async fn renew_upload_claims(&self) -> Result<(), Error> {
+        let (Some(s3), Some(c)) = (&self.s3, &self.claims) else {
+            return Ok(());
+        };
+        let live: Vec<String> = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        for key in live {
+            let name = Claims::name(&s3.prefix, &key);
+            if !crate::leases::acquire(&c.db, &name, &c.holder, c.clock.now(), UPLOAD_CLAIM_SECS)
+                .await?
+            {
+                tracing::warn!(
+                    key,
+                    "the claim on an upload in progress was taken by another process"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The multipart uploads in progress in the bucket under this store's prefix (an empty
+    /// list for the local folder). Uses S3's ListMultipartUploads, page by page.
+    pub async fn staged_uploads(&self) -> Result<Vec<StagedUpload>, Error> {
+        use object_store::signer::{SignedUrlOptions, Signer};
+        let Some(s3) = &self.s3 else {
+            return Ok(Vec::new());
+        };
+        let mut found = Vec::new();
+        let mut marker: Option<(String, String)> = None;
+        loop {
+            let mut query = vec![("uploads".to_string(), String::new())];
+            if !s3.prefix.is_empty() {
+                query.push(("prefix".to_string(), s3.prefix.clone()));
+            }
+            if let Some((key, id)) = marker.take() {
+                query.push(("key-marker".to_string(), key));
+                query.push(("upload-id-marker".to_string(), id));
+            }
+            let url = s3
+                .store
+                .signed_url_opts(
+                    axum::http::Method::GET,
+                    &StorePath::default(),
+                    Duration::from_secs(300),
+                    &SignedUrlOptions::new().with_query(query),
+                )
+                .await
+                .map_err(|e| self.error("list the uploads in progress of", "", &e))?;
+            let failed = |e: String| {
+                Error::Storage(format!(
+                    "cannot list the uploads in progress in {}: {e}",
+                    self.describe
+                ))
+            };
+            let response = s3
+                .http
+                .get(url)
+                .send()
+                .await
+                .map_err(|e| failed(e.to_string()))?;
+            let status = response.status();
+            let body = response.text().await.map_err(|e| failed(e.to_string()))?;
+            if !status.is_success() {
+                return Err(failed(format!(
+                    "{status}: {}",
+                    body.chars().take(300).collect::<String>()
+                )));
+            }
+            let page: ListMultipartUploadsResult = quick_xml::de::from_str(&body)
+                .map_err(|e| failed(format!("unreadable answer: {e}")))?;
+            for upload in &page.uploads {
+                let Some(key) = upload.key.strip_prefix(&s3.prefix) else {
+                    continue;
+                };
+                found.push(StagedUpload {
+                    key: key.to_string(),
+                    upload_id: upload.upload_id.clone(),
+                    initiated: upload.initiated.as_deref().and_then(|t| {
+                        time::OffsetDateTime::parse(
+                            t,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .ok()
+                        .map(std::time::SystemTime::from)
+                    }),
+                });
+            }
+            match (
+                page.is_truncated,
+                page.next_key_marker,
+                page.next_upload_id_marker,
+            ) {
+                (true, Some(key), Some(id)) if !key.is_empty() => marker = Some((key, id)),
+                (true, _, _) => {
+                    // A truncated page with no marker to go on: go on from its last upload.
+                    let Some(last) = page.uploads.last() else {
+                        break;
+                    };
+                    marker = Some((last.key.clone(), last.upload_id.clone()));
+                }
+                _ => break,
+            }
+        }
+        Ok(found)
+    }
+
+    /// Aborts the S3 multipart uploads under this store's prefix that no process is writing:
+    /// not live here, not claimed by a live process (when claims are on) and started at least
+    /// `min_age` ago. What a server killed mid-upload left in the bucket. Also forgets claims
+    /// that lapsed over an hour ago. Returns how many uploads were aborted.
+    pub async fn remove_dead_uploads_in_bucket(&self, min_age: Duration) -> Result<usize, Error> {
+        use object_store::multipart::MultipartStore;
+        let Some(s3) = &self.s3 else {
+            return Ok(0);
+        };
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for upload in self.staged_uploads().await? {
+            let live_here = self
+                .live
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .contains(&upload.key);
+            if live_here {
+                continue;
+            }
+            let age = upload
+                .initiated
+                .and_then(|t| now.duration_since(t).ok())
+                .unwrap_or(Duration::ZERO);
+            if age < min_age {
+                continue;
+            }
+            if let Some(c) = &self.claims {
+                let name = Claims::name(&s3.prefix, &upload.key);
+                if crate::leases::held(&c.db, &name, c.clock.now()).await? {
+                    continue;
+                }
+            }
+            let path = StorePath::parse(format!("{}{}", s3.prefix, upload.key))
+                .map_err(|e| Error::Internal(format!("not a valid blob key: {e}")))?;
+            match s3.store.abort_multipart(&path, &upload.upload_id).await {
+                Ok(()) => {
+                    tracing::info!(key = upload.key, "aborted an upload cut off by a crash");
+                    removed += 1;
+                }
+                // Finished or aborted since it was listed.
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.error("abort the dead upload of", &upload.key, &e)),
+            }
+        }
+        if let Some(c) = &self.claims {
+            let prefix = Claims::name(&s3.prefix, "");
+            crate::leases::forget_lapsed(&c.db, &prefix, c.clock.now() - 3600).await?;
+        }
+        Ok(removed)
+    }
+
     fn set_live(&self, key: &str, live: bool) {
         let mut set = self
             .live
@@ -305,8 +598,8 @@ impl Blobs {
     /// cut) left behind. The local folder keeps a part-written upload as `<key>#<n>` beside
     /// where the blob would go. A blob folder belongs to one server (several instances share
     /// an S3 bucket), so at start-up nothing is live and `min_age` is zero; the sweeper passes
-    /// a margin. Returns how many files were removed. An S3 bucket keeps parts of an upload cut
-    /// off by a crash until its lifecycle rule aborts them (see server/README.md).
+    /// a margin. Returns how many files were removed. (For a bucket, see
+    /// [`Blobs::remove_dead_uploads_in_bucket`].)
     pub async fn remove_dead_staging(&self, min_age: Duration) -> Result<usize, Error> {
         let Some(dir) = self.local_dir.clone() else {
             return Ok(0);
@@ -327,6 +620,29 @@ impl Blobs {
             self.describe
         ))
     }
+}
+
+/// S3's answer to ListMultipartUploads (the fields Safehand reads).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListMultipartUploadsResult {
+    #[serde(default)]
+    is_truncated: bool,
+    #[serde(default)]
+    next_key_marker: Option<String>,
+    #[serde(default)]
+    next_upload_id_marker: Option<String>,
+    #[serde(default, rename = "Upload")]
+    uploads: Vec<ListedUpload>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListedUpload {
+    key: String,
+    upload_id: String,
+    #[serde(default)]
+    initiated: Option<String>,
 }
 
 /// The blob key a local staging file belongs to (`<key>#<digits>`), if it is one.
@@ -462,7 +778,7 @@ impl BlobWriter {
             return Err(Error::Internal("finish after the upload ended".into()));
         };
         let finished = inner.finish().await;
-        self.blobs.set_live(&self.key, false);
+        self.blobs.end_upload(&self.key).await;
         match finished {
             Ok(_) => {
                 self.make_private()?;
@@ -494,7 +810,7 @@ impl BlobWriter {
                 .map_err(|e| self.blobs.error("abort the upload of", &self.key, &e)),
             None => Ok(()),
         };
-        self.blobs.set_live(&self.key, false);
+        self.blobs.end_upload(&self.key).await;
         aborted
     }
 }
@@ -510,7 +826,7 @@ impl Drop for BlobWriter {
                     if let Err(e) = inner.abort().await {
                         tracing::warn!(key, error = %e, "could not abort an abandoned upload");
                     }
-                    blobs.set_live(&key, false);
+                    blobs.end_upload(&key).await;
                 });
             } else {
                 self.blobs.set_live(&self.key, false);
@@ -596,6 +912,7 @@ mod tests {
             access_key_id: "id".into(),
             secret_access_key: SecretString::from("hunter2hunter2".to_string()),
             allow_http: false,
+            prefix: None,
         };
         assert!(!format!("{s:?}").contains("hunter2"));
         let blobs = Blobs::s3(&s).unwrap();
@@ -611,6 +928,7 @@ mod tests {
             access_key_id: "id".into(),
             secret_access_key: SecretString::from("k".to_string()),
             allow_http: false,
+            prefix: None,
         };
         let e = Blobs::s3(&s).unwrap_err().to_string();
         assert!(e.contains("--s3-allow-http"), "{e}");

@@ -179,6 +179,11 @@ pub struct Config {
     /// Allow an http:// S3 endpoint (a store on this machine or a trusted private network).
     #[arg(long, env = "SAFEHAND_S3_ALLOW_HTTP", global = true)]
     pub s3_allow_http: bool,
+
+    /// Keep Safehand's objects under this folder of the bucket, e.g. `safehand` (default: the
+    /// bucket's top). Multipart uploads cut off by a crash are aborted under it only.
+    #[arg(long, env = "SAFEHAND_S3_PREFIX", global = true)]
+    pub s3_prefix: Option<String>,
 }
 
 /// Operator commands.
@@ -482,12 +487,14 @@ impl Config {
         let blobs = match (&self.s3_endpoint, &self.s3_bucket) {
             (None, None) => {
                 if self.s3_access_key_id.is_some()
+                    || self.s3_prefix.is_some()
                     || self.s3_access_key_id_file.is_some()
                     || self.s3_secret_access_key.is_some()
                     || self.s3_secret_access_key_file.is_some()
                 {
                     return Err(
-                        "S3 credentials are set but no --s3-endpoint and --s3-bucket".into(),
+                        "S3 credentials or a prefix are set but no --s3-endpoint and --s3-bucket"
+                            .into(),
                     );
                 }
                 BlobStore::Folder(self.data_dir.join("blobs"))
@@ -514,6 +521,11 @@ impl Config {
                     access_key_id: id.expose_secret().to_string(),
                     secret_access_key: secret,
                     allow_http: self.s3_allow_http,
+                    prefix: self
+                        .s3_prefix
+                        .as_deref()
+                        .map(|p| p.trim().trim_matches('/').to_string())
+                        .filter(|p| !p.is_empty()),
                 })
             }
             (Some(_), None) => {

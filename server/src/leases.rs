@@ -38,3 +38,26 @@ pub async fn release(db: &Db, name: &str, holder: &str) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// Whether somebody holds the lease `name` now.
+pub async fn held(db: &Db, name: &str, now: UnixTime) -> Result<bool> {
+    let row = sqlx::query("select holder from job_leases where name = $1 and lease_until >= $2")
+        .bind(name)
+        .bind(now)
+        .fetch_optional(db.pool())
+        .await?;
+    Ok(row.is_some())
+}
+
+/// Forgets the leases whose names start with `prefix` that ran out before `before` (leases
+/// named per object, such as the claims on uploads, would otherwise pile up).
+pub async fn forget_lapsed(db: &Db, prefix: &str, before: UnixTime) -> Result<u64> {
+    let done = sqlx::query(
+        "delete from job_leases where substr(name, 1, length($1)) = $1 and lease_until < $2",
+    )
+    .bind(prefix)
+    .bind(before)
+    .execute(db.pool())
+    .await?;
+    Ok(done.rows_affected())
+}

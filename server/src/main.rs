@@ -173,7 +173,9 @@ async fn run() -> anyhow::Result<ExitCode> {
     settings.https = settings.https || tls.is_some();
     let blobs = match &config.blobs {
         BlobStore::Folder(dir) => Blobs::local(dir).map_err(|e| anyhow::anyhow!("{e}"))?,
-        BlobStore::S3(s3) => Blobs::s3(s3).map_err(|e| anyhow::anyhow!("{e}"))?,
+        BlobStore::S3(s3) => Blobs::s3(s3)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_claims(db.clone(), clock.clone()),
     };
     blobs.check().await.map_err(|e| {
         anyhow::anyhow!("{e}\n(check --s3-endpoint, --s3-bucket and the S3 credentials)")
@@ -184,6 +186,16 @@ async fn run() -> anyhow::Result<ExitCode> {
         Ok(0) => {}
         Ok(n) => tracing::info!(files = n, "removed uploads cut off by an earlier stop"),
         Err(e) => tracing::warn!(error = %e, "could not remove uploads cut off by an earlier stop"),
+    }
+    // In a bucket, uploads whose claim has lapsed (another instance's, or this one's before a
+    // kill once the claim runs out: then the pass below takes it).
+    match blobs
+        .remove_dead_uploads_in_bucket(std::time::Duration::ZERO)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(uploads = n, "aborted uploads cut off by a crash"),
+        Err(e) => tracing::warn!(error = %e, "could not abort uploads cut off by a crash"),
     }
     if let Some(token) = accounts::setup_link(&db, clock.now()).await? {
         println!("No accounts yet. Open this one-time link to create the first admin account:");
@@ -250,6 +262,31 @@ async fn run() -> anyhow::Result<ExitCode> {
             tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         }
     });
+    // S3: this process's claims on its uploads in progress are renewed every 15 s, and every
+    // 30 s the bucket's uploads whose claim has lapsed (a crashed instance's) are aborted.
+    if state.blobs.staged_uploads_are_claimed() {
+        let claim_blobs = state.blobs.clone();
+        tokio::spawn(async move {
+            for tick in 0u64.. {
+                tokio::time::sleep(std::time::Duration::from_secs(15)).await;
+                if let Err(e) = claim_blobs.renew_upload_claims().await {
+                    tracing::warn!(error = %e, "could not renew the claims on uploads in progress");
+                }
+                if tick % 2 == 1 {
+                    match claim_blobs
+                        .remove_dead_uploads_in_bucket(std::time::Duration::ZERO)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(uploads = n, "aborted uploads cut off by a crash"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "could not abort uploads cut off by a crash")
+                        }
+                    }
+                }
+            }
+        });
+    }
     // The audit log's head is checked and signed at start-up, then at intervals.
     sign_audit_head(&db, clock.now(), 0).await;
     // Housekeeping: remove dead sessions now and then.

@@ -232,6 +232,7 @@ mod s3 {
             access_key_id: "id".into(),
             secret_access_key: "secret".to_string().into(),
             allow_http: true,
+            prefix: None,
         };
         let blobs = Blobs::s3(&settings).unwrap();
         let started = std::time::Instant::now();
@@ -286,3 +287,108 @@ async fn local_blobs_are_private() {
     assert_eq!(std::fs::read(&file).unwrap(), b"age ciphertext");
     assert_eq!(mode(&file), 0o600);
 }
+
+/// Uploads to a bucket shared by instances are claimed in the database. An instance killed
+/// mid-upload (here a writer forgotten without its abort, and its claims never renewed) leaves
+/// a multipart upload in the bucket: another instance's clean-up keeps it while the claim
+/// lasts, keeps its own upload in progress, and aborts the dead one once the claim has lapsed.
+/// Lapsed claims are then forgotten.
+async fn dead_bucket_uploads_are_aborted_once_their_claim_lapses(backend: Backend) {
+    let Some(settings) = s3_settings() else {
+        return;
+    };
+    let tdb = TestDb::new(backend).await;
+    let clock = safehand_server::clock::Clock::manual(START);
+    // Two instances on one database and one bucket (each its own process's view).
+    let prefix = format!("test-{}", hex::encode(rand::random::<[u8; 8]>()));
+    let instance = || {
+        Blobs::s3(&settings)
+            .unwrap()
+            .within(&prefix)
+            .unwrap()
+            .with_claims(tdb.db.clone(), clock.clone())
+    };
+    let dead = instance();
+    let alive = instance();
+    assert!(dead.staged_uploads_are_claimed());
+
+    let mut cut_off = dead.writer("transfers/cut-off").await.unwrap();
+    cut_off
+        .write(&random_bytes(dead.part_size() + 10))
+        .await
+        .unwrap();
+    let mut running = alive.writer("transfers/running").await.unwrap();
+    running
+        .write(&random_bytes(alive.part_size() + 10))
+        .await
+        .unwrap();
+    let mut keys: Vec<String> = alive
+        .staged_uploads()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
+    keys.sort();
+    assert_eq!(keys, ["transfers/cut-off", "transfers/running"]);
+    // The kill: no abort, no more renewals.
+    std::mem::forget(cut_off);
+
+    // Inside the claim's life nothing is aborted, however old the upload.
+    clock.advance(safehand_server::blobs::UPLOAD_CLAIM_SECS - 5);
+    alive.renew_upload_claims().await.unwrap();
+    assert_eq!(
+        alive
+            .remove_dead_uploads_in_bucket(Duration::ZERO)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(alive.staged_uploads().await.unwrap().len(), 2);
+
+    // Past it: the dead upload goes, the renewed one stays and still finishes.
+    clock.advance(10);
+    assert_eq!(
+        alive
+            .remove_dead_uploads_in_bucket(Duration::ZERO)
+            .await
+            .unwrap(),
+        1
+    );
+    let left: Vec<String> = alive
+        .staged_uploads()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
+    assert_eq!(left, ["transfers/running"]);
+    running.write(b"the end").await.unwrap();
+    running.finish().await.unwrap();
+    assert!(alive.exists("transfers/running").await.unwrap());
+    assert!(!alive.exists("transfers/cut-off").await.unwrap());
+    assert_eq!(alive.staged_uploads().await.unwrap(), Vec::new());
+
+    // The finished upload gave its claim back; the dead one's is forgotten an hour after it
+    // lapsed.
+    let claims = |db: safehand_server::db::Db| async move {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("select name from job_leases where name like 'upload:%' order by name")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        rows.into_iter().map(|r| r.0).collect::<Vec<_>>()
+    };
+    let names = claims(tdb.db.clone()).await;
+    assert_eq!(names.len(), 1, "{names:?}");
+    assert!(names[0].ends_with("/transfers/cut-off"), "{names:?}");
+    clock.advance(3600);
+    alive
+        .remove_dead_uploads_in_bucket(Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(claims(tdb.db.clone()).await, Vec::<String>::new());
+    alive.delete("transfers/running").await.unwrap();
+}
+
+crate::both_databases!(dead_bucket_uploads_are_aborted_once_their_claim_lapses);

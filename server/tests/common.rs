@@ -180,6 +180,7 @@ pub fn s3_settings() -> Option<safehand_server::blobs::S3Settings> {
                 access_key_id: id,
                 secret_access_key: secret.into(),
                 allow_http: true,
+                prefix: None,
             })
         }
         _ => {
