@@ -427,3 +427,38 @@ async fn an_older_snapshot_keeps_the_rewrite_due(backend: Backend) {
     reader.close().await.unwrap();
     nothing_left_opens(&w.app, &before).await;
 }
+
+/// A write transaction in another database on the same PostgreSQL server (another
+/// application, another test), begun before the shred and still running: every new snapshot's
+/// xmin, the rewrite's own included, stays at or below it, so `vacuum full` would still copy
+/// the deleted rows. This database's pg_stat_activity does not show it; the rewrite must wait
+/// for it all the same, and is done once it ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_in_another_database_keeps_the_rewrite_due() {
+    use sqlx::Connection;
+    let mut w = world(Backend::Postgres).await;
+    let elsewhere = TestDb::new(Backend::Postgres).await;
+    let (before, _r) = sent_and_opened(&mut w, true).await;
+    let mut writer = sqlx::AnyConnection::connect(&elsewhere.url).await.unwrap();
+    sqlx::query("begin").execute(&mut writer).await.unwrap();
+    // A transaction id is assigned at its first write.
+    sqlx::query("create table elsewhere_work (n bigint)")
+        .execute(&mut writer)
+        .await
+        .unwrap();
+    let page = w
+        .staff
+        .post(&w.app, &format!("/transfers/{}/recall", before.id), &[])
+        .await;
+    page.assert_contains("Recalled");
+    sweeper::sweep(w.app.db(), &w.app.state.blobs, w.app.clock.now())
+        .await
+        .unwrap();
+    assert!(
+        !w.app.db().erase_freed_space().await.unwrap(),
+        "the rewrite was called done while a transaction older than the shred ran in another database"
+    );
+    sqlx::query("commit").execute(&mut writer).await.unwrap();
+    writer.close().await.unwrap();
+    nothing_left_opens(&w.app, &before).await;
+}
