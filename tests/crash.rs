@@ -123,17 +123,7 @@ fn upload_cut_off_by_a_kill_leaves_nothing(postgres: bool) {
             Vec::<PathBuf>::new(),
             "round {round}: no blob may exist for an upload that never finished"
         );
-        let (status, list) = call(
-            "GET",
-            &format!("{}/api/v1/transfers", restarted.base),
-            &token,
-            None,
-        );
-        assert_eq!(status, 200, "{list}");
-        let count = list
-            .as_array()
-            .or_else(|| list["transfers"].as_array())
-            .map_or(0, Vec::len);
+        let (count, list) = transfer_count(&restarted.base, &token);
         assert_eq!(count, 0, "no transfer for the cut-off upload: {list}");
         server = Some(restarted);
     }
@@ -410,6 +400,17 @@ fn test_bucket(prefix: &str) -> Option<(Vec<String>, Blobs)> {
     Some((args, blobs))
 }
 
+/// How many transfers the API lists for the token's holder, and the list itself.
+fn transfer_count(base: &str, token: &str) -> (usize, serde_json::Value) {
+    let (status, list) = call("GET", &format!("{base}/api/v1/transfers"), token, None);
+    assert_eq!(status, 200, "{list}");
+    let count = list
+        .as_array()
+        .or_else(|| list["transfers"].as_array())
+        .map_or(0, Vec::len);
+    (count, list)
+}
+
 /// The id of the contact `email` among those the API lists.
 fn contact_id(base: &str, token: &str, email: &str) -> i64 {
     let (status, contacts) = call("GET", &format!("{base}/api/v1/contacts"), token, None);
@@ -577,17 +578,7 @@ fn upload_to_s3_cut_off_by_a_kill_is_aborted(postgres: bool) {
         1,
         "one blob, of the upload that finished: {objects:?}"
     );
-    let (status, list) = call(
-        "GET",
-        &format!("{}/api/v1/transfers", restarted.base),
-        &token,
-        None,
-    );
-    assert_eq!(status, 200, "{list}");
-    let count = list
-        .as_array()
-        .or_else(|| list["transfers"].as_array())
-        .map_or(0, Vec::len);
+    let (count, list) = transfer_count(&restarted.base, &token);
     assert_eq!(
         count, 1,
         "one transfer, of the upload that finished: {list}"

@@ -189,14 +189,7 @@ async fn run() -> anyhow::Result<ExitCode> {
     }
     // In a bucket, uploads whose claim has lapsed (another instance's, or this one's before a
     // kill once the claim runs out: then the pass below takes it).
-    match blobs
-        .remove_dead_uploads_in_bucket(std::time::Duration::ZERO)
-        .await
-    {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(uploads = n, "aborted uploads cut off by a crash"),
-        Err(e) => tracing::warn!(error = %e, "could not abort uploads cut off by a crash"),
-    }
+    abort_dead_uploads(&blobs).await;
     if let Some(token) = accounts::setup_link(&db, clock.now()).await? {
         println!("No accounts yet. Open this one-time link to create the first admin account:");
         println!("  {public_url}/setup/{token}");
@@ -273,16 +266,7 @@ async fn run() -> anyhow::Result<ExitCode> {
                     tracing::warn!(error = %e, "could not renew the claims on uploads in progress");
                 }
                 if tick % 2 == 1 {
-                    match claim_blobs
-                        .remove_dead_uploads_in_bucket(std::time::Duration::ZERO)
-                        .await
-                    {
-                        Ok(0) => {}
-                        Ok(n) => tracing::info!(uploads = n, "aborted uploads cut off by a crash"),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "could not abort uploads cut off by a crash")
-                        }
-                    }
+                    abort_dead_uploads(&claim_blobs).await;
                 }
             }
         });
@@ -536,4 +520,17 @@ async fn admin(
         AdminCommand::RotateKey => bail!("rotate-key is handled before other commands"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Aborts the bucket's uploads that no live instance claims (a no-op for the local folder),
+/// and logs what it did.
+async fn abort_dead_uploads(blobs: &Blobs) {
+    match blobs
+        .remove_dead_uploads_in_bucket(std::time::Duration::ZERO)
+        .await
+    {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(uploads = n, "aborted uploads cut off by a crash"),
+        Err(e) => tracing::warn!(error = %e, "could not abort uploads cut off by a crash"),
+    }
 }

@@ -288,6 +288,19 @@ async fn local_blobs_are_private() {
     assert_eq!(mode(&file), 0o600);
 }
 
+/// The keys of the uploads in progress in the bucket, sorted.
+async fn staged_keys(blobs: &Blobs) -> Vec<String> {
+    let mut keys: Vec<String> = blobs
+        .staged_uploads()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.key)
+        .collect();
+    keys.sort();
+    keys
+}
+
 /// Uploads to a bucket shared by instances are claimed in the database. An instance killed
 /// mid-upload (here a writer forgotten without its abort, and its claims never renewed) leaves
 /// a multipart upload in the bucket: another instance's clean-up keeps it while the claim
@@ -322,15 +335,10 @@ async fn dead_bucket_uploads_are_aborted_once_their_claim_lapses(backend: Backen
         .write(&random_bytes(alive.part_size() + 10))
         .await
         .unwrap();
-    let mut keys: Vec<String> = alive
-        .staged_uploads()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.key)
-        .collect();
-    keys.sort();
-    assert_eq!(keys, ["transfers/cut-off", "transfers/running"]);
+    assert_eq!(
+        staged_keys(&alive).await,
+        ["transfers/cut-off", "transfers/running"]
+    );
     // The kill: no abort, no more renewals.
     std::mem::forget(cut_off);
 
@@ -355,14 +363,7 @@ async fn dead_bucket_uploads_are_aborted_once_their_claim_lapses(backend: Backen
             .unwrap(),
         1
     );
-    let left: Vec<String> = alive
-        .staged_uploads()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|u| u.key)
-        .collect();
-    assert_eq!(left, ["transfers/running"]);
+    assert_eq!(staged_keys(&alive).await, ["transfers/running"]);
     running.write(b"the end").await.unwrap();
     running.finish().await.unwrap();
     assert!(alive.exists("transfers/running").await.unwrap());

@@ -386,6 +386,20 @@ async fn incident_recall_shreds_and_the_record_says_what_backups_hold(backend: B
     page.assert_contains("backup retention of 30 days");
 }
 
+/// Recalls the transfer and runs the sweeper: the rewrite of freed space must not be done yet
+/// (`why` says what holds it).
+async fn recall_while_the_rewrite_must_wait(w: &mut World, before: &Before, why: &str) {
+    let page = w
+        .staff
+        .post(&w.app, &format!("/transfers/{}/recall", before.id), &[])
+        .await;
+    page.assert_contains("Recalled");
+    sweeper::sweep(w.app.db(), &w.app.state.blobs, w.app.clock.now())
+        .await
+        .unwrap();
+    assert!(!w.app.db().erase_freed_space().await.unwrap(), "{why}");
+}
+
 /// A reader that took its snapshot before the shred (a report, a backup tool, another
 /// instance's long query) can still see the deleted rows, so PostgreSQL's `vacuum full` copies
 /// them into the new file and SQLite cannot truncate the WAL under it. The rewrite must not be
@@ -411,18 +425,7 @@ async fn an_older_snapshot_keeps_the_rewrite_due(backend: Backend) {
         .unwrap()
         .get("n");
     assert_eq!(seen, 1, "the reader's snapshot is taken");
-    let page = w
-        .staff
-        .post(&w.app, &format!("/transfers/{}/recall", before.id), &[])
-        .await;
-    page.assert_contains("Recalled");
-    sweeper::sweep(w.app.db(), &w.app.state.blobs, w.app.clock.now())
-        .await
-        .unwrap();
-    assert!(
-        !w.app.db().erase_freed_space().await.unwrap(),
-        "the rewrite was called done while a snapshot from before the shred could still see the keys"
-    );
+    recall_while_the_rewrite_must_wait(&mut w, &before, "the rewrite was called done while a snapshot from before the shred could still see the keys").await;
     sqlx::query("commit").execute(&mut reader).await.unwrap();
     reader.close().await.unwrap();
     nothing_left_opens(&w.app, &before).await;
@@ -446,18 +449,7 @@ async fn a_transaction_in_another_database_keeps_the_rewrite_due() {
         .execute(&mut writer)
         .await
         .unwrap();
-    let page = w
-        .staff
-        .post(&w.app, &format!("/transfers/{}/recall", before.id), &[])
-        .await;
-    page.assert_contains("Recalled");
-    sweeper::sweep(w.app.db(), &w.app.state.blobs, w.app.clock.now())
-        .await
-        .unwrap();
-    assert!(
-        !w.app.db().erase_freed_space().await.unwrap(),
-        "the rewrite was called done while a transaction older than the shred ran in another database"
-    );
+    recall_while_the_rewrite_must_wait(&mut w, &before, "the rewrite was called done while a transaction older than the shred ran in another database").await;
     sqlx::query("commit").execute(&mut writer).await.unwrap();
     writer.close().await.unwrap();
     nothing_left_opens(&w.app, &before).await;
