@@ -41,12 +41,9 @@ use std::fmt;
 
 use age::secrecy::{ExposeSecret, SecretString};
 use age_core::format::{FileKey as AgeFileKey, Stanza};
-use age_core::primitives::hkdf;
 use base64::prelude::{Engine, BASE64_STANDARD_NO_PAD};
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use rand::RngCore;
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
-use sha2::Sha256;
 use tar::EntryType;
 use zeroize::Zeroizing;
 
@@ -54,7 +51,7 @@ use crate::encryption::MAX_SCRYPT_WORK_FACTOR;
 use crate::error::{Error, Result};
 use crate::keys::Recipients;
 use crate::payload::{entry_header, safe_relative, SealSummary};
-use crate::stream::{header_for, wrap_stanzas_with, CHUNK, TAG};
+use crate::stream::{header_for, header_mac, wrap_stanzas_with, PayloadKey, CHUNK, TAG};
 
 /// Bytes of the nonce at the start of the body.
 pub const BODY_NONCE_LEN: usize = 16;
@@ -90,30 +87,13 @@ impl FileKey {
     }
 }
 
-fn payload_aead(file_key: &[u8; 16], nonce: &[u8]) -> Result<LessSafeKey> {
-    let payload_key = Zeroizing::new(hkdf(nonce, b"payload", file_key));
-    UnboundKey::new(&CHACHA20_POLY1305, payload_key.as_ref())
-        .map(LessSafeKey::new)
-        .map_err(|_| Error::Io {
-            context: "cannot encrypt".into(),
-            source: std::io::Error::other("bad payload key length"),
-        })
-}
-
-fn chunk_nonce(counter: u64, last: bool) -> Nonce {
-    let mut nonce = [0u8; 12];
-    nonce[3..11].copy_from_slice(&counter.to_be_bytes());
-    nonce[11] = u8::from(last);
-    Nonce::assume_unique_for_key(nonce)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Sealing
 
 /// STREAM encryption (C2SP age spec, "Payload") a slice at a time. A full chunk is held back
 /// until more plaintext arrives, because the final chunk carries the last-chunk flag.
 struct BodySealer {
-    aead: LessSafeKey,
+    key: PayloadKey,
     nonce: Option<[u8; BODY_NONCE_LEN]>,
     pending: Zeroizing<Vec<u8>>,
     counter: u64,
@@ -123,18 +103,7 @@ impl BodySealer {
     fn seal_pending(&mut self, last: bool, out: &mut Vec<u8>) -> Result<()> {
         let at = out.len();
         out.extend_from_slice(&self.pending);
-        let tag = self
-            .aead
-            .seal_in_place_separate_tag(
-                chunk_nonce(self.counter, last),
-                Aad::empty(),
-                &mut out[at..],
-            )
-            .map_err(|_| Error::Io {
-                context: "cannot encrypt".into(),
-                source: std::io::Error::other("ChaCha20-Poly1305 refused a chunk"),
-            })?;
-        out.extend_from_slice(tag.as_ref());
+        self.key.seal_chunk(self.counter, last, out, at)?;
         self.pending.clear();
         self.counter += 1;
         Ok(())
@@ -216,11 +185,11 @@ impl PayloadSealer {
         let header = header_for(&stanzas, &file_key);
         let mut nonce = [0u8; BODY_NONCE_LEN];
         rand::rngs::OsRng.fill_bytes(&mut nonce);
-        let aead = payload_aead(file_key.expose_secret(), &nonce)?;
+        let key = PayloadKey::new(file_key.expose_secret(), &nonce)?;
         Ok(Self {
             header,
             body: BodySealer {
-                aead,
+                key,
                 nonce: Some(nonce),
                 pending: Zeroizing::new(Vec::with_capacity(CHUNK)),
                 counter: 0,
@@ -505,9 +474,7 @@ pub fn unlock(header: &[u8], passphrase: &SecretString) -> Result<FileKey> {
         }
         _ => return Err(Error::WrongKey),
     };
-    let mac_key = Zeroizing::new(hkdf(&[], b"header", file_key.expose_secret()));
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(mac_key.as_ref())
-        .map_err(|_| Error::HeaderAltered)?;
+    let mut mac = header_mac(file_key.expose_secret());
     mac.update(&header[..parsed.mac_input_len]);
     mac.verify_slice(&parsed.mac)
         .map_err(|_| Error::HeaderAltered)?;
@@ -549,7 +516,7 @@ pub fn plaintext_len(len: u64) -> Option<u64> {
 pub struct BodyOpener {
     file_key: FileKey,
     nonce: Vec<u8>,
-    aead: Option<LessSafeKey>,
+    key: Option<PayloadKey>,
     pending: Vec<u8>,
     counter: u64,
     failed: bool,
@@ -569,7 +536,7 @@ impl BodyOpener {
         Self {
             file_key: file_key.clone(),
             nonce: Vec::with_capacity(BODY_NONCE_LEN),
-            aead: None,
+            key: None,
             pending: Vec::with_capacity(2 * (CHUNK + TAG)),
             counter: 0,
             failed: false,
@@ -584,26 +551,19 @@ impl BodyOpener {
         last: bool,
         out: &mut Vec<u8>,
     ) -> Result<()> {
-        let aead = self.aead.as_ref().ok_or(Error::Truncated)?;
+        let key = self.key.as_ref().ok_or(Error::Truncated)?;
         let at = out.len();
         out.extend_from_slice(&self.pending[start..end]);
-        let opened = aead
-            .open_in_place(
-                chunk_nonce(self.counter, last),
-                Aad::empty(),
-                &mut out[at..],
-            )
-            .map(|p| p.len());
-        match opened {
+        match key.open_chunk(self.counter, last, &mut out[at..]) {
             Ok(n) => {
                 out.truncate(at + n);
                 self.counter += 1;
                 Ok(())
             }
-            Err(_) => {
+            Err(e) => {
                 out.truncate(at);
                 self.failed = true;
-                Err(Error::Altered)
+                Err(e)
             }
         }
     }
@@ -614,14 +574,14 @@ impl BodyOpener {
         if self.failed {
             return Err(Error::Altered);
         }
-        if self.aead.is_none() {
+        if self.key.is_none() {
             let take = (BODY_NONCE_LEN - self.nonce.len()).min(ciphertext.len());
             self.nonce.extend_from_slice(&ciphertext[..take]);
             ciphertext = &ciphertext[take..];
             if self.nonce.len() < BODY_NONCE_LEN {
                 return Ok(());
             }
-            self.aead = Some(payload_aead(self.file_key.expose(), &self.nonce)?);
+            self.key = Some(PayloadKey::new(self.file_key.expose(), &self.nonce)?);
         }
         self.pending.extend_from_slice(ciphertext);
         let full = CHUNK + TAG;
@@ -639,7 +599,7 @@ impl BodyOpener {
         if self.failed {
             return Err(Error::Altered);
         }
-        if self.aead.is_none() || self.pending.len() < TAG {
+        if self.key.is_none() || self.pending.len() < TAG {
             return Err(Error::Truncated);
         }
         // Only a payload with no plaintext at all may end in an empty chunk.

@@ -1,14 +1,20 @@
-//! age v1 encryption on every core. The `age` crate wraps the file key for each recipient
-//! (X25519 or scrypt stanzas, `age::Recipient::wrap_file_key`); this module writes the header
-//! around those stanzas and encrypts the STREAM payload (C2SP age spec, "Payload":
-//! ChaCha20-Poly1305, here `ring`'s, over 64 KiB chunks, nonce = 11-byte big-endian counter || last-chunk
-//! flag) with the chunks of each 1 MiB batch spread over worker threads. The `age` crate's own
-//! writer does the same work on one core, which made us slower than Go `age` on a 2-core
-//! machine; the result is byte-for-byte the format `age` reads (the testkit-checked decryptor,
-//! the unit tests and the interoperability tests against the `age` binary check it).
+//! age v1 STREAM, the one implementation in the workspace, and encryption on every core.
 //!
-//! Decryption stays entirely in the `age` crate: parsing untrusted headers is where the
-//! conformance suite matters.
+//! [`PayloadKey`] is the payload primitive (C2SP age spec, "Payload"): the payload key from
+//! the file key and the body's 16-byte nonce (HKDF-SHA-256, info `payload`), and each 64 KiB
+//! chunk sealed or opened with ChaCha20-Poly1305 (here `ring`'s) under the nonce
+//! 11-byte big-endian counter || last-chunk flag. [`header_mac`] is the header's MAC key.
+//! Everything that writes or reads a payload's chunks goes through these: [`encrypt`] below,
+//! and the push-based sealer and opener of [`crate::split`] that the server uses (the C2SP
+//! testkit runs through that opener, see `crypto/tests/testkit.rs`).
+//!
+//! The `age` crate wraps the file key for each recipient (X25519 or scrypt stanzas,
+//! `age::Recipient::wrap_file_key`); [`encrypt`] writes the header around those stanzas and
+//! encrypts the payload with the chunks of each 1 MiB batch spread over worker threads. The
+//! `age` crate's own writer does the same work on one core, which made us slower than Go `age`
+//! on a 2-core machine; the result is byte-for-byte the format `age` reads (the testkit, the
+//! unit tests and the interoperability tests against the `age` binary check it). The command
+//! line's decryption of whole files stays in the `age` crate.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -96,9 +102,7 @@ pub(crate) fn header_for(stanzas: &[Stanza], file_key: &FileKey) -> Vec<u8> {
         }
     }
     h.extend_from_slice(b"---");
-    let mac_key = Zeroizing::new(hkdf(&[], b"header", file_key.expose_secret()));
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(mac_key.as_ref())
-        .unwrap_or_else(|_| unreachable_hmac());
+    let mut mac = header_mac(file_key.expose_secret());
     mac.update(&h);
     let tag = mac.finalize().into_bytes();
     h.push(b' ');
@@ -107,12 +111,75 @@ pub(crate) fn header_for(stanzas: &[Stanza], file_key: &FileKey) -> Vec<u8> {
     h
 }
 
+/// The header's MAC (spec "Header": HMAC-SHA-256 under HKDF-SHA-256 of the file key, no salt,
+/// info `header`), ready for the header bytes up to and including `---`.
+pub(crate) fn header_mac(file_key: &[u8; 16]) -> Hmac<Sha256> {
+    let mac_key = Zeroizing::new(hkdf(&[], b"header", file_key));
+    <Hmac<Sha256> as Mac>::new_from_slice(mac_key.as_ref()).unwrap_or_else(|_| unreachable_hmac())
+}
+
 /// HMAC accepts keys of any length, so this cannot happen.
 fn unreachable_hmac() -> Hmac<Sha256> {
     match <Hmac<Sha256> as Mac>::new_from_slice(&[0u8; 32]) {
         Ok(m) => m,
         Err(_) => std::process::abort(),
     }
+}
+
+/// A payload's key: seals and opens its STREAM chunks. Each (counter, last) pair must be used
+/// for one chunk only; the callers number chunks from 0 and flag only the final one.
+pub(crate) struct PayloadKey(LessSafeKey);
+
+impl PayloadKey {
+    /// The payload key for `file_key` and the body's `nonce` (16 bytes).
+    pub(crate) fn new(file_key: &[u8; 16], nonce: &[u8]) -> Result<Self> {
+        let payload_key = Zeroizing::new(hkdf(nonce, b"payload", file_key));
+        UnboundKey::new(&CHACHA20_POLY1305, payload_key.as_ref())
+            .map(|k| Self(LessSafeKey::new(k)))
+            .map_err(|_| Error::Io {
+                context: "cannot encrypt".into(),
+                source: io::Error::other("bad payload key length"),
+            })
+    }
+
+    /// Encrypts `buf[at..]` (at most one chunk of plaintext) in place as chunk `counter`, and
+    /// appends its tag.
+    pub(crate) fn seal_chunk(
+        &self,
+        counter: u64,
+        last: bool,
+        buf: &mut Vec<u8>,
+        at: usize,
+    ) -> Result<()> {
+        debug_assert!(buf.len() - at <= CHUNK);
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(chunk_nonce(counter, last), Aad::empty(), &mut buf[at..])
+            .map_err(|_| Error::Io {
+                context: "cannot encrypt".into(),
+                source: io::Error::other("ChaCha20-Poly1305 refused a chunk"),
+            })?;
+        buf.extend_from_slice(tag.as_ref());
+        Ok(())
+    }
+
+    /// Authenticates and decrypts `chunk` (ciphertext then tag) in place as chunk `counter`;
+    /// returns the plaintext's length (it is at the start of `chunk`). A chunk that does not
+    /// authenticate is [`Error::Altered`], and what `chunk` holds then must not be used.
+    pub(crate) fn open_chunk(&self, counter: u64, last: bool, chunk: &mut [u8]) -> Result<usize> {
+        self.0
+            .open_in_place(chunk_nonce(counter, last), Aad::empty(), chunk)
+            .map(|p| p.len())
+            .map_err(|_| Error::Altered)
+    }
+}
+
+/// The chunk nonce: 11-byte big-endian counter, then the last-chunk flag.
+fn chunk_nonce(counter: u64, last: bool) -> Nonce {
+    let mut nonce = [0u8; 12];
+    nonce[3..11].copy_from_slice(&counter.to_be_bytes());
+    nonce[11] = u8::from(last);
+    Nonce::assume_unique_for_key(nonce)
 }
 
 struct Job {
@@ -125,29 +192,20 @@ struct Job {
 }
 
 /// Encrypts one batch into `out` (chunk, tag, chunk, tag, ...).
-fn encrypt_batch(aead: &LessSafeKey, job: &Job, out: &mut Vec<u8>) -> Result<()> {
+fn encrypt_batch(key: &PayloadKey, job: &Job, out: &mut Vec<u8>) -> Result<()> {
     let chunks = job.len.div_ceil(CHUNK).max(1);
     out.clear();
     for i in 0..chunks {
         let start = i * CHUNK;
         let end = (start + CHUNK).min(job.len);
-        let counter = job.first_chunk + i as u64;
-        let mut nonce = [0u8; 12];
-        nonce[3..11].copy_from_slice(&counter.to_be_bytes());
-        nonce[11] = u8::from(job.last && i == chunks - 1);
         let at = out.len();
         out.extend_from_slice(&job.data[start..end]);
-        let tag = aead
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::empty(),
-                &mut out[at..],
-            )
-            .map_err(|_| Error::Io {
-                context: "cannot encrypt".into(),
-                source: io::Error::other("ChaCha20-Poly1305 refused a chunk"),
-            })?;
-        out.extend_from_slice(tag.as_ref());
+        key.seal_chunk(
+            job.first_chunk + i as u64,
+            job.last && i == chunks - 1,
+            out,
+            at,
+        )?;
     }
     Ok(())
 }
@@ -187,14 +245,8 @@ pub(crate) fn encrypt<R: Read, W: Write + Send + 'static>(
     let mut nonce = [0u8; 16];
     rand::rngs::OsRng.fill_bytes(&mut nonce);
     head.extend_from_slice(&nonce);
-    let payload_key = Zeroizing::new(hkdf(&nonce, b"payload", file_key.expose_secret()));
+    let aead = Arc::new(PayloadKey::new(file_key.expose_secret(), &nonce)?);
     drop(file_key);
-    let aead = Arc::new(LessSafeKey::new(
-        UnboundKey::new(&CHACHA20_POLY1305, payload_key.as_ref()).map_err(|_| Error::Io {
-            context: "cannot encrypt".into(),
-            source: io::Error::other("bad payload key length"),
-        })?,
-    ));
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
